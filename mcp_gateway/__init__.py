@@ -1,0 +1,7 @@
+"""mcp-gateway: an MCP-native security proxy."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

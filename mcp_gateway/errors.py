@@ -1,0 +1,196 @@
+"""The gateway's one exception tree.
+
+    GatewayError
+    ├── ConfigError                 bad gateway.toml / server_allowlist.toml (names file, key, fix)
+    ├── HTTPError                   anything answered to a client with a status
+    │   ├── TransportRejected       Host (421), Origin (403), Content-Type/Accept (415/406), size (413)
+    │   ├── ProtocolRejected        bad JSON-RPC, era/header mismatch, unsupported version (400)
+    │   ├── SessionNotFound         unknown, ended or foreign session (404)
+    │   ├── AuthError               renders its own WWW-Authenticate (RFC 6750 §3)
+    │   │   ├── MissingToken        401, no `error` parameter
+    │   │   ├── InvalidToken        401 invalid_token
+    │   │   ├── InvalidRequest      400 invalid_request
+    │   │   └── InsufficientScope   403 insufficient_scope with the operation's scopes
+    │   ├── RateLimited             429 + Retry-After
+    │   └── AuditUnavailable        503: the intent record could not be made durable (fail closed)
+    └── UpstreamError               the upstream leg failed; mapped to 502/504 at the edge
+        ├── UpstreamConnectError    refused, reset, DNS, TLS handshake failure
+        ├── UpstreamIdentityError   the peer certificate does not match the pinned identity
+        ├── UpstreamTimeout         connect or read timeout
+        └── UpstreamProtocolError   malformed HTTP, oversized head/body, close-delimited body, garbage
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+OAuthErrorCode = Literal["invalid_request", "invalid_token", "insufficient_scope"]
+
+
+class GatewayError(Exception):
+    """Root of every error the gateway raises on purpose."""
+
+
+class ConfigError(GatewayError):
+    """A configuration file is wrong; the message names the file, the key and what is expected."""
+
+    def __init__(self, file: str, key: str, problem: str) -> None:
+        self.file = file
+        self.key = key
+        self.problem = problem
+        super().__init__(f"{file}: {key}: {problem}")
+
+
+class HTTPError(GatewayError):
+    """An error answered to the client with an HTTP status and a short, secret-free message."""
+
+    status_code: int = 400
+    jsonrpc_code: int = -32600
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        jsonrpc_code: int | None = None,
+        data: object | None = None,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if status_code is not None:
+            self.status_code = status_code
+        if jsonrpc_code is not None:
+            self.jsonrpc_code = jsonrpc_code
+        self.data = data
+        self.headers: tuple[tuple[str, str], ...] = tuple(headers)
+
+
+class TransportRejected(HTTPError):
+    """Host, Origin, media type or size checks failed before the body was looked at."""
+
+
+class ProtocolRejected(HTTPError):
+    """The request is not valid MCP for the era it claims (400 unless stated)."""
+
+
+class SessionNotFound(HTTPError):
+    """Unknown, ended or foreign session: 404 so that the client re-initializes."""
+
+    status_code = 404
+    jsonrpc_code = -32001
+
+
+def _quote(value: str) -> str:
+    # RFC 9110 §11.2 quoted-string: escape backslash and double quote.
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class AuthError(HTTPError):
+    """An authentication or authorization failure that renders its own challenge (RFC 6750 §3)."""
+
+    status_code = 401
+    error_code: OAuthErrorCode | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        resource_metadata: str | None = None,
+        scopes: Sequence[str] = (),
+    ) -> None:
+        super().__init__(message)
+        self.resource_metadata = resource_metadata
+        self.scopes: tuple[str, ...] = tuple(scopes)
+
+    def with_challenge(self, *, resource_metadata: str, scopes: Sequence[str]) -> AuthError:
+        """Fill in the route-specific challenge parameters if the raiser did not know them."""
+        if self.resource_metadata is None:
+            self.resource_metadata = resource_metadata
+        if not self.scopes:
+            self.scopes = tuple(scopes)
+        return self
+
+    def www_authenticate(self) -> str:
+        """The `WWW-Authenticate` value; descriptions are generic and never echo the token."""
+        params: list[str] = []
+        if self.error_code is not None:
+            params.append(f"error={_quote(self.error_code)}")
+            params.append(f"error_description={_quote(self.message)}")
+        if self.scopes:
+            params.append(f"scope={_quote(' '.join(self.scopes))}")
+        if self.resource_metadata is not None:
+            params.append(f"resource_metadata={_quote(self.resource_metadata)}")
+        return "Bearer " + ", ".join(params) if params else "Bearer"
+
+
+class MissingToken(AuthError):
+    """No credentials: RFC 6750 §3.1 says the challenge SHOULD NOT carry an error code."""
+
+    status_code = 401
+    error_code = None
+
+
+class InvalidToken(AuthError):
+    """Expired, revoked, malformed, wrong audience, wrong issuer, bad signature (RFC 6750 §3.1)."""
+
+    status_code = 401
+    error_code = "invalid_token"
+
+
+class InvalidRequest(AuthError):
+    """Malformed authorization request, e.g. two credentials or a non-Bearer scheme (RFC 6750 §3.1)."""
+
+    status_code = 400
+    error_code = "invalid_request"
+
+
+class InsufficientScope(AuthError):
+    """The token lacks scopes this operation needs: 403 naming exactly those scopes (step-up)."""
+
+    status_code = 403
+    error_code = "insufficient_scope"
+
+
+class RateLimited(HTTPError):
+    """A token bucket is empty: 429 with Retry-After (whole seconds, rounded up)."""
+
+    status_code = 429
+    jsonrpc_code = -32029
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        seconds = max(1, int(-(-retry_after // 1)))
+        super().__init__(message, headers=[("retry-after", str(seconds))], data={"retryAfter": seconds})
+        self.retry_after = retry_after
+
+
+class AuditUnavailable(HTTPError):
+    """The audit store cannot make a record durable; nothing may be forwarded (NIST AU-5)."""
+
+    status_code = 503
+    jsonrpc_code = -32603
+
+
+class UpstreamError(GatewayError):
+    """The upstream leg failed."""
+
+    status_code = 502
+
+
+class UpstreamConnectError(UpstreamError):
+    """Could not connect: refused, reset, unresolvable, TLS handshake failed."""
+
+
+class UpstreamIdentityError(UpstreamConnectError):
+    """The upstream presented a certificate whose key is not the pinned one; nothing was sent."""
+
+
+class UpstreamTimeout(UpstreamError):
+    """Connect or read timeout toward the upstream."""
+
+    status_code = 504
+
+
+class UpstreamProtocolError(UpstreamError):
+    """The upstream sent something that is not acceptable HTTP/1.1 or MCP."""
