@@ -1,0 +1,49 @@
+"""Fixtures for the audit tests: the anyio backend and a record factory."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from mcp_gateway.audit.record import AuditRecord, new_event_id
+
+BASE_TIME = 1_795_867_200.0  # 2026-11-28T12:00:00Z
+
+RecordFactory = Callable[..., AuditRecord]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def make_record(phase: str = "intent", *, timestamp: float = BASE_TIME, **fields: Any) -> AuditRecord:
+    defaults: dict[str, Any] = {
+        "event_id": new_event_id(timestamp),
+        "agent_id": "agent-7",
+        "delegating_user": "alice@example.com",
+        "session_id": "sess-1",
+        "mcp_server": "everything",
+        "method": "tools/call",
+        "tool": "echo",
+        "scope_granted": ("tools:call", "tools:read"),
+        "scopes_required": ("tools:read",),
+        "token_ttl": 1800,
+        "token_id": "jti-1",
+        "request_context": "summarize the quarterly report",
+        "decision": "allow",
+        "policy_rule": "tool_scopes.echo",
+        "policy_version": "ab" * 32,
+        "arguments_sha256": "cd" * 32,
+        "client_address": "127.0.0.1",
+        "upstream_identity": "spki:abc",
+    }
+    defaults.update(fields)
+    return AuditRecord(phase=phase, timestamp=timestamp, **defaults)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def record() -> RecordFactory:
+    return make_record
