@@ -1,0 +1,281 @@
+"""Test support: a controllable loopback HTTP server, an injected clock, real keys, token builders."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import functools
+import hashlib
+import hmac
+import json
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import jwt
+from anyio.abc import SocketAttribute, SocketStream
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+
+ISSUER = "https://issuer.test"
+RESOURCE = "http://127.0.0.1:8080/github/mcp"
+T0 = 1_800_000_000.0
+
+
+class FakeClock:
+    """The injected clock: time moves only when a test says so."""
+
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+# --- a loopback HTTP/1.1 server whose every answer the test decides ---------------------------------
+
+
+@dataclass(frozen=True)
+class StubRequest:
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    body: bytes
+
+
+@dataclass
+class StubResponse:
+    status: int = 200
+    body: bytes = b""
+    headers: tuple[tuple[str, str], ...] = (("content-type", "application/json"),)
+
+    @classmethod
+    def json(cls, value: object, status: int = 200) -> StubResponse:
+        return cls(status=status, body=json.dumps(value).encode())
+
+
+Handler = Callable[[StubRequest], Awaitable[StubResponse]]
+
+
+@dataclass
+class StubServer:
+    handler: Handler
+    port: int = 0
+    requests: list[StubRequest] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def count(self, path: str) -> int:
+        return sum(1 for request in self.requests if request.path == path)
+
+    async def _handle(self, stream: SocketStream) -> None:
+        async with stream:
+            try:
+                request = await _read_request(stream)
+            except (anyio.EndOfStream, anyio.BrokenResourceError, ValueError):
+                return
+            self.requests.append(request)
+            response = await self.handler(request)
+            head = [f"HTTP/1.1 {response.status} Stub", f"content-length: {len(response.body)}", "connection: close"]
+            head += [f"{name}: {value}" for name, value in response.headers]
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                await stream.send(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + response.body)
+
+
+async def _read_request(stream: SocketStream) -> StubRequest:
+    buffer = b""
+    while b"\r\n\r\n" not in buffer:
+        buffer += await stream.receive()
+        if len(buffer) > 256 * 1024:
+            raise ValueError("head too large")
+    head, _, body = buffer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    method, target, _ = lines[0].split(" ", 2)
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    length = int(headers.get("content-length", "0"))
+    while len(body) < length:
+        body += await stream.receive()
+    return StubRequest(method=method, path=target, headers=headers, body=body)
+
+
+@contextlib.asynccontextmanager
+async def stub_server(handler: Handler) -> AsyncIterator[StubServer]:
+    """Serve `handler` on 127.0.0.1:<free port> for the duration of the block."""
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    server = StubServer(handler=handler, port=listener.extra(SocketAttribute.local_port))
+    async with listener, anyio.create_task_group() as group:
+        group.start_soon(listener.serve, server._handle)
+        try:
+            yield server
+        finally:
+            group.cancel_scope.cancel()
+
+
+def refused_url() -> str:
+    """A loopback URL where nothing listens: connecting is refused at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+# --- real keys -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    kid: str
+    alg: str
+    private_key: Any
+    jwk: dict[str, Any]
+
+    @property
+    def public_pem(self) -> bytes:
+        return bytes(
+            self.private_key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+
+
+@functools.cache
+def _rsa(index: int, bits: int = 2048) -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=bits)
+
+
+@functools.cache
+def _ec(index: int, curve_name: str) -> ec.EllipticCurvePrivateKey:
+    curve: ec.EllipticCurve = {"P-256": ec.SECP256R1(), "P-384": ec.SECP384R1(), "P-521": ec.SECP521R1()}[curve_name]
+    return ec.generate_private_key(curve)
+
+
+@functools.cache
+def _ed25519(index: int) -> ed25519.Ed25519PrivateKey:
+    return ed25519.Ed25519PrivateKey.generate()
+
+
+def rsa_key(kid: str = "rsa-1", alg: str = "RS256", index: int = 0, bits: int = 2048) -> KeyPair:
+    private = _rsa(index, bits)
+    jwk = RSAAlgorithm.to_jwk(private.public_key(), as_dict=True)
+    return KeyPair(kid=kid, alg=alg, private_key=private, jwk={**jwk, "kid": kid, "use": "sig"})
+
+
+def ec_key(kid: str = "ec-1", curve: str = "P-256", index: int = 0) -> KeyPair:
+    private = _ec(index, curve)
+    jwk = ECAlgorithm.to_jwk(private.public_key(), as_dict=True)
+    alg = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}[curve]
+    return KeyPair(kid=kid, alg=alg, private_key=private, jwk={**jwk, "kid": kid})
+
+
+def ed25519_key(kid: str = "ed-1", index: int = 0) -> KeyPair:
+    private = _ed25519(index)
+    jwk = OKPAlgorithm.to_jwk(private.public_key(), as_dict=True)
+    return KeyPair(kid=kid, alg="EdDSA", private_key=private, jwk={**jwk, "kid": kid})
+
+
+def ed448_jwk(kid: str = "ed448-1") -> dict[str, Any]:
+    jwk = OKPAlgorithm.to_jwk(ed448.Ed448PrivateKey.generate().public_key(), as_dict=True)
+    return {**jwk, "kid": kid}
+
+
+# --- tokens ----------------------------------------------------------------------------------------
+
+
+def good_claims(now: float = T0, **overrides: object) -> dict[str, object]:
+    claims: dict[str, object] = {
+        "iss": ISSUER,
+        "sub": "alice",
+        "aud": RESOURCE,
+        "exp": int(now) + 300,
+        "iat": int(now),
+        "nbf": int(now),
+        "jti": "token-1",
+        "client_id": "agent-1",
+        "scope": "tools:read tools:call",
+    }
+    claims.update(overrides)
+    return {name: value for name, value in claims.items() if value is not _ABSENT}
+
+
+_ABSENT: Any = object()
+ABSENT: Any = _ABSENT  # pass as a claim value to remove the claim
+
+
+def sign(key: KeyPair, claims: Mapping[str, object], *, alg: str | None = None, **header: object) -> str:
+    """A correctly signed JWS with `key`; extra header members as given (kid defaults to the key's)."""
+    headers: dict[str, Any] = {"kid": key.kid, **header}
+    if headers["kid"] is None:
+        del headers["kid"]
+    payload = json.dumps(dict(claims), separators=(",", ":")).encode()  # any JSON, even claims pyjwt would refuse
+    return jwt.PyJWS().encode(payload, key.private_key, algorithm=alg or key.alg, headers=headers)
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def compact(header: Mapping[str, object], claims: Mapping[str, object], signature: bytes = b"") -> str:
+    return f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(claims).encode())}.{b64url(signature)}"
+
+
+def hmac_token(secret: bytes, header: Mapping[str, object], claims: Mapping[str, object]) -> str:
+    """HS256 over the compact signing input, MACed with whatever bytes the attacker likes."""
+    signing_input = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(claims).encode())}"
+    mac = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64url(mac)}"
+
+
+def resign_raw(key: KeyPair, header_json: bytes, payload_json: bytes) -> str:
+    """Sign exact header and payload bytes (for duplicate members and other hand-made JSON)."""
+    signing_input = f"{b64url(header_json)}.{b64url(payload_json)}".encode()
+    algorithm = jwt.get_algorithm_by_name(key.alg)
+    return f"{signing_input.decode()}.{b64url(algorithm.sign(signing_input, key.private_key))}"
+
+
+# --- a JWKS endpoint with switchable behaviour ---------------------------------------------------
+
+
+@dataclass
+class JWKSEndpoint:
+    """What the issuer's JWKS URL answers; tests flip `mode` and `keys` between requests."""
+
+    keys: list[dict[str, Any]] = field(default_factory=list)
+    mode: str = "up"  # up | garbage | empty | huge | slow | error | gzip | redirect
+    metadata: dict[str, Any] | None = None  # served at the RFC 8414 well-known URL when set
+    release: anyio.Event = field(default_factory=anyio.Event)  # lets a "slow" answer finish
+    arrived: anyio.Event = field(default_factory=anyio.Event)  # set when a JWKS request comes in
+
+    async def __call__(self, request: StubRequest) -> StubResponse:
+        if request.path.startswith("/.well-known/"):
+            if self.metadata is not None and request.path == "/.well-known/oauth-authorization-server":
+                return StubResponse.json(self.metadata)
+            return StubResponse(status=404)
+        if request.path != "/jwks.json":
+            return StubResponse(status=404)
+        self.arrived.set()
+        if self.mode == "slow":
+            await self.release.wait()
+        if self.mode == "garbage":
+            return StubResponse(body=b"<html>oops</html>")
+        if self.mode == "empty":
+            return StubResponse.json({"keys": []})
+        if self.mode == "huge":
+            return StubResponse.json({"keys": self.keys, "padding": "x" * (2 * 1024 * 1024)})
+        if self.mode == "error":
+            return StubResponse.json({"error": "down"}, status=503)
+        if self.mode == "gzip":
+            return StubResponse(body=b"\x1f\x8b...", headers=(("content-encoding", "gzip"),))
+        if self.mode == "redirect":
+            return StubResponse(status=302, headers=(("location", "/jwks.json"),))
+        return StubResponse.json({"keys": self.keys})
