@@ -168,7 +168,7 @@ class GatewayConfig(BaseModel):
     auth: AuthConfig | None = None
     audit: AuditConfig = Field(default_factory=AuditConfig)
     rate_limits: RateLimits = Field(default_factory=RateLimits)
-    scope_implications: Mapping[str, tuple[Scope, ...]] = Field(default_factory=dict)  # "admin" = ["tools:call"]
+    scope_implications: Mapping[Scope, tuple[Scope, ...]] = Field(default_factory=dict)  # "admin" = ["tools:call"]
     servers: Mapping[str, ServerEntry] = Field(default_factory=dict)
     base_dir: str = "."  # directory of gateway.toml; relative paths resolve against it
     policy_version: str = ""  # SHA-256 of the loaded allowlist file, recorded in audit records
@@ -241,7 +241,9 @@ def load_allowlist(path: Path) -> tuple[dict[str, ServerEntry], str]:
     source = _read_toml(path)
     extra = set(source.data) - {"servers"}
     if extra:
-        raise ConfigError(source.file, sorted(extra)[0], "unknown top-level key; only [servers.NAME] tables belong here")
+        raise ConfigError(
+            source.file, sorted(extra)[0], "unknown top-level key; only [servers.NAME] tables belong here"
+        )
     servers_raw = source.data.get("servers", {})
     if not isinstance(servers_raw, dict):
         raise ConfigError(source.file, "servers", "expected tables [servers.NAME]")
@@ -260,7 +262,9 @@ def load_allowlist(path: Path) -> tuple[dict[str, ServerEntry], str]:
     seen: dict[str, str] = {}
     for name in servers:
         if name.lower() in seen:
-            raise ConfigError(source.file, f"servers.{name}", f"duplicates servers.{seen[name.lower()]} (case-insensitive)")
+            raise ConfigError(
+                source.file, f"servers.{name}", f"duplicates servers.{seen[name.lower()]} (case-insensitive)"
+            )
         seen[name.lower()] = name
     return servers, hashlib.sha256(path.read_bytes()).hexdigest()
 

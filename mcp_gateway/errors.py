@@ -1,23 +1,23 @@
 """The gateway's one exception tree.
 
-    GatewayError
-    ├── ConfigError                 bad gateway.toml / server_allowlist.toml (names file, key, fix)
-    ├── HTTPError                   anything answered to a client with a status
-    │   ├── TransportRejected       Host (421), Origin (403), Content-Type/Accept (415/406), size (413)
-    │   ├── ProtocolRejected        bad JSON-RPC, era/header mismatch, unsupported version (400)
-    │   ├── SessionNotFound         unknown, ended or foreign session (404)
-    │   ├── AuthError               renders its own WWW-Authenticate (RFC 6750 §3)
-    │   │   ├── MissingToken        401, no `error` parameter
-    │   │   ├── InvalidToken        401 invalid_token
-    │   │   ├── InvalidRequest      400 invalid_request
-    │   │   └── InsufficientScope   403 insufficient_scope with the operation's scopes
-    │   ├── RateLimited             429 + Retry-After
-    │   └── AuditUnavailable        503: the intent record could not be made durable (fail closed)
-    └── UpstreamError               the upstream leg failed; mapped to 502/504 at the edge
-        ├── UpstreamConnectError    refused, reset, DNS, TLS handshake failure
-        ├── UpstreamIdentityError   the peer certificate does not match the pinned identity
-        ├── UpstreamTimeout         connect or read timeout
-        └── UpstreamProtocolError   malformed HTTP, oversized head/body, close-delimited body, garbage
+GatewayError
+├── ConfigError                 bad gateway.toml / server_allowlist.toml (names file, key, fix)
+├── HTTPError                   anything answered to a client with a status
+│   ├── TransportRejected       Host (421), Origin (403), Content-Type/Accept (415/406), size (413)
+│   ├── ProtocolRejected        bad JSON-RPC, era/header mismatch, unsupported version (400)
+│   ├── SessionNotFound         unknown, ended or foreign session (404)
+│   ├── AuthError               renders its own WWW-Authenticate (RFC 6750 §3)
+│   │   ├── MissingToken        401, no `error` parameter
+│   │   ├── InvalidToken        401 invalid_token
+│   │   ├── InvalidRequest      400 invalid_request
+│   │   └── InsufficientScope   403 insufficient_scope with the operation's scopes
+│   ├── RateLimited             429 + Retry-After
+│   └── AuditUnavailable        503: the intent record could not be made durable (fail closed)
+└── UpstreamError               the upstream leg failed; mapped to 502/504 at the edge
+    ├── UpstreamConnectError    refused, reset, DNS, TLS handshake failure
+    ├── UpstreamIdentityError   the peer certificate does not match the pinned identity
+    ├── UpstreamTimeout         connect or read timeout
+    └── UpstreamProtocolError   malformed HTTP, oversized head/body, close-delimited body, garbage
 """
 
 from __future__ import annotations

@@ -1,0 +1,236 @@
+"""The gateway's ASGI application: routing, lifespan, metadata and health endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import httpx2
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from mcp_gateway.audit.sink import AuditSink
+from mcp_gateway.audit.sqlite import SQLiteAuditSink
+from mcp_gateway.audit.summary import RefusalSummarizer
+from mcp_gateway.auth.verifier import TokenVerifier, build_verifier
+from mcp_gateway.config import GatewayConfig, random_session_key
+from mcp_gateway.errors import ConfigError, HTTPError
+from mcp_gateway.policy.ratelimit import MemoryRateLimiter, RateLimiter
+from mcp_gateway.policy.scopes import ScopeHierarchy
+from mcp_gateway.proxy.asgi import Receive, Scope, Send, header, respond, respond_json
+from mcp_gateway.proxy.handler import McpEndpoint
+from mcp_gateway.proxy.recording import CallRecorder
+from mcp_gateway.proxy.route import Route, build_routes
+from mcp_gateway.proxy.sessions import SessionSealer
+from mcp_gateway.upstream.http11 import UpstreamPool
+
+logger = logging.getLogger("mcp_gateway")
+
+_WELL_KNOWN = "/.well-known/oauth-protected-resource/"
+
+
+class Gateway:
+    """A plain ASGI app (no framework routing on the hot path) serving every allowlisted route."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        verifier: TokenVerifier,
+        audit: AuditSink,
+        http_client: httpx2.AsyncClient | None,
+        clock: Callable[[], float] = time.time,
+        pools: Mapping[str, UpstreamPool] | None = None,
+        secrets: Mapping[str, str] | None = None,
+        rate_limiter: RateLimiter | None = None,
+    ) -> None:
+        env = secrets if secrets is not None else os.environ
+        self.config = config
+        self.verifier = verifier
+        self.audit = audit
+        self.http_client = http_client
+        self.hierarchy = ScopeHierarchy(config.scope_implications)
+        self.routes: dict[str, Route] = build_routes(config, self.hierarchy, secrets=env, pools=pools)
+        self._route_paths = {f"/{name}/mcp": route for name, route in self.routes.items()}
+        self._metadata = {f"{_WELL_KNOWN}{name}/mcp": self._metadata_document(r) for name, r in self.routes.items()}
+        self.recorder = CallRecorder(
+            config, audit, RefusalSummarizer(window_seconds=config.audit.unauthenticated_summary_seconds)
+        )
+        self.endpoint = McpEndpoint(
+            config,
+            verifier=verifier,
+            audit=audit,
+            recorder=self.recorder,
+            sealer=SessionSealer(_session_key(config, env)),
+            rate_limiter=rate_limiter or MemoryRateLimiter(),
+            clock=clock,
+        )
+        self._flusher: asyncio.Task[None] | None = None
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "mcp_gateway_requests", "Requests to MCP endpoints", ["server", "method", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "mcp_gateway_request_seconds", "Time to answer MCP endpoint requests", ["server"], registry=self.registry
+        )
+
+    def _metadata_document(self, route: Route) -> dict[str, Any]:
+        auth = self.config.auth
+        servers: list[str] = []
+        if route.entry.authorization_server:
+            servers = [route.entry.authorization_server]
+        elif auth is not None:
+            servers = list(auth.authorization_servers or (auth.issuer,))
+        entry = route.entry
+        named = {
+            scope
+            for table in (entry.tool_scopes, entry.resource_scopes, entry.prompt_scopes)
+            for scopes in table.values()
+            for scope in scopes
+        }
+        named.update(entry.default_scopes or ())
+        return {
+            # RFC 9728 §3.3: resource MUST be identical to the URL the client used; taken from
+            # public_url, never from the Host header.
+            "resource": route.resource_uri,
+            "authorization_servers": servers,
+            "scopes_supported": sorted(named),
+            "bearer_methods_supported": ["header"],
+            "resource_name": route.name,
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            path: str = scope["path"]
+            route = self._route_paths.get(path)
+            if route is not None:
+                started = time.perf_counter()
+                status_box: list[int] = [0]
+
+                async def counting_send(message: Any) -> None:
+                    if message["type"] == "http.response.start":
+                        status_box[0] = message["status"]
+                    await send(message)
+
+                try:
+                    await self.endpoint(route, scope, receive, counting_send)
+                finally:
+                    self.requests.labels(route.name, scope["method"], str(status_box[0])).inc()
+                    self.latency.labels(route.name).observe(time.perf_counter() - started)
+                return
+            await self._other(path, scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _other(self, path: str, scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope["method"]
+        if path in self._metadata:
+            if method not in ("GET", "HEAD"):
+                await respond(send, 405, b"", [(b"allow", b"GET")])
+                return
+            try:
+                self.endpoint.guard.check(header(scope["headers"], b"host"), None)
+            except HTTPError as exc:
+                await respond_json(send, exc.status_code, {"error": exc.message})
+                return
+            await respond_json(send, 200, self._metadata[path], [(b"cache-control", b"public, max-age=300")])
+        elif path == "/healthz":
+            await respond_json(send, 200, {"status": "ok"})
+        elif path == "/readyz":
+            ready, checks = self.readiness()
+            await respond_json(send, 200 if ready else 503, {"ready": ready, "checks": checks})
+        elif path == "/metrics":
+            body = generate_latest(self.registry)
+            await respond(send, 200, body, [(b"content-type", CONTENT_TYPE_LATEST.encode())], json_body=False)
+        else:
+            await respond_json(send, 404, {"error": "Not Found"})
+
+    def readiness(self) -> tuple[bool, dict[str, bool]]:
+        checks = {"config": True, "token_keys": self.verifier.ready, "audit": self.audit.healthy}
+        return all(checks.values()), checks
+
+    async def startup(self) -> None:
+        await self.audit.start()
+        self._flusher = asyncio.get_running_loop().create_task(self._flush_summaries())
+        try:
+            await self.verifier.start()
+        except Exception as exc:  # a cold-start JWKS failure leaves us not ready, never open
+            logger.warning("token keys not loaded at start-up: %s", type(exc).__name__)
+
+    async def _flush_summaries(self) -> None:
+        # Refusal summaries close when their window ends, even if no further refusal arrives.
+        interval = max(1.0, self.config.audit.unauthenticated_summary_seconds / 4)
+        while True:
+            await asyncio.sleep(interval)
+            for record in self.recorder.summarizer.flush(self.endpoint.clock()):
+                self.audit.append_nowait(record)
+
+    async def shutdown(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+        for record in self.recorder.summarizer.flush(self.endpoint.clock(), final=True):
+            self.audit.append_nowait(record)
+        for route in self.routes.values():
+            await route.pool.aclose()
+        await self.verifier.aclose()
+        await self.audit.aclose()
+        if self.http_client is not None:
+            await self.http_client.aclose()
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def _session_key(config: GatewayConfig, env: Mapping[str, str]) -> bytes:
+    if config.session_key_env is None:
+        return random_session_key()
+    raw = env.get(config.session_key_env, "")
+    try:
+        key = bytes.fromhex(raw) if len(raw) == 64 else base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+    except (ValueError, binascii.Error) as exc:
+        raise ConfigError("gateway.toml", "session_key_env", f"{config.session_key_env} is not hex or base64") from exc
+    if len(key) != 32:
+        raise ConfigError("gateway.toml", "session_key_env", f"{config.session_key_env} must hold 32 bytes")
+    return key
+
+
+def create_app(
+    config: GatewayConfig,
+    *,
+    http_client: httpx2.AsyncClient | None = None,
+    verifier: TokenVerifier | None = None,
+    audit: AuditSink | None = None,
+    clock: Callable[[], float] = time.time,
+    pools: Mapping[str, UpstreamPool] | None = None,
+    secrets: Mapping[str, str] | None = None,
+) -> Gateway:
+    """Build the gateway from a loaded config; every seam can be injected for tests."""
+    if verifier is None:
+        if config.auth is None:
+            raise ConfigError("gateway.toml", "auth", "an [auth] table is required: the gateway never runs open")
+        http_client = http_client or httpx2.AsyncClient(follow_redirects=False)
+        verifier = build_verifier(config.auth, http_client=http_client, clock=clock, secrets=secrets or os.environ)
+    if audit is None:
+        audit = SQLiteAuditSink(config.path_for(config.audit.database))
+    return Gateway(
+        config, verifier=verifier, audit=audit, http_client=http_client, clock=clock, pools=pools, secrets=secrets
+    )

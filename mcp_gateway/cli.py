@@ -1,0 +1,89 @@
+"""The `mcp-gateway` command line: serve, demo, and the subsystems' own commands."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from mcp_gateway.errors import ConfigError
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from mcp_gateway.app import create_app
+    from mcp_gateway.config import load_config
+
+    config = load_config(args.config)
+    app = create_app(config)
+    uvicorn.run(
+        app,
+        host=args.host or config.host,
+        port=args.port if args.port is not None else config.port,
+        loop="uvloop" if sys.platform != "win32" else "asyncio",
+        http="httptools",
+        lifespan="on",
+        log_level=args.log_level,
+        access_log=False,
+        server_header=False,
+        # Our own public_url drives every URL we emit; X-Forwarded-* is not trusted by default.
+        proxy_headers=bool(config.trusted_proxies),
+        forwarded_allow_ips=list(config.trusted_proxies) or None,
+    )
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from mcp_gateway.config import load_config
+
+    config = load_config(args.config)
+    print(f"{args.config}: OK ({len(config.servers)} servers, policy version {config.policy_version[:12]})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mcp-gateway", description="An MCP-native security proxy.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", default="./gateway.toml", help="path to gateway.toml")
+    serve.add_argument("--host", default=None, help="override the bind host")
+    serve.add_argument("--port", type=int, default=None, help="override the bind port")
+    serve.add_argument("--log-level", default="info")
+    serve.set_defaults(func=_serve)
+
+    check = sub.add_parser("check-config", help="load gateway.toml and the allowlist, report errors")
+    check.add_argument("--config", default="./gateway.toml")
+    check.set_defaults(func=_check)
+
+    from mcp_gateway import demo
+
+    demo.add_commands(sub)
+    for module in ("mcp_gateway.auth.cli", "mcp_gateway.audit.cli", "mcp_gateway.allowlist_cli"):
+        try:
+            mod = __import__(module, fromlist=["add_commands"])
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        mod.add_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,223 @@
+"""`mcp-gateway demo`: the example upstream, a development token issuer and the gateway, together."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Generator
+from pathlib import Path
+
+import uvicorn
+
+_DEMO_SCOPES = ("tools:read", "tools:call", "resources:read", "prompts:read", "admin")
+
+
+class _QuietServer(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to the demo, which stops all parts together."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    demo = subparsers.add_parser("demo", help="run the example upstream, a dev token issuer and the gateway")
+    demo.add_argument("--dir", default=".demo", help="where the demo's config, keys and audit log are written")
+    demo.add_argument("--gateway-port", type=int, default=8080)
+    demo.add_argument("--issuer-port", type=int, default=9000)
+    demo.add_argument("--upstream-port", type=int, default=3001)
+    demo.add_argument("--config", default=None, help="unused; accepted like every other subcommand")
+    demo.set_defaults(func=run_demo)
+
+
+def write_demo_files(directory: Path, *, gateway_port: int, issuer_port: int, upstream_port: int) -> str:
+    """Write issuer.toml, gateway.toml and server_allowlist.toml; returns the demo client's secret."""
+    directory.mkdir(parents=True, exist_ok=True)
+    secret_file = directory / "client-secret"
+    if secret_file.exists():
+        client_secret = secret_file.read_text().strip()
+    else:
+        client_secret = secrets.token_urlsafe(24)
+        secret_file.write_text(client_secret + "\n")
+        secret_file.chmod(0o600)
+    issuer = f"http://127.0.0.1:{issuer_port}"
+    scopes = ", ".join(f'"{s}"' for s in _DEMO_SCOPES)
+    (directory / "issuer.toml").write_text(
+        f"""# Development token issuer: NOT for production use.
+issuer = "{issuer}"
+signing_key = "issuer-key.pem"
+algorithm = "ES256"
+token_lifetime_seconds = 3600
+
+[clients.demo-agent]
+secret = "{client_secret}"
+scopes = [{scopes}]
+default_scopes = ["tools:read", "tools:call"]
+sub = "alice@example.com"
+"""
+    )
+    (directory / "gateway.toml").write_text(
+        f"""public_url = "http://127.0.0.1:{gateway_port}"
+host = "127.0.0.1"
+port = {gateway_port}
+allowlist = "server_allowlist.toml"
+scope_implications = {{ admin = ["tools:call", "tools:read"] }}
+
+[auth]
+issuer = "{issuer}"
+jwks_uri = "{issuer}/jwks.json"
+algorithms = ["ES256", "RS256"]
+leeway_seconds = 60
+max_token_lifetime_seconds = 3600
+
+[audit]
+database = "audit.db"
+
+[rate_limits]
+per_agent = {{ rate = 50.0, burst = 100 }}
+"""
+    )
+    (directory / "server_allowlist.toml").write_text(
+        f"""[servers.everything]
+url = "http://127.0.0.1:{upstream_port}/mcp"
+server_name = "everything"
+default_scopes = ["tools:call"]
+
+[servers.everything.tool_scopes]
+echo = ["tools:read"]
+delete_everything = ["admin"]
+
+[servers.everything.resource_scopes]
+"file:///public/" = ["resources:read"]
+
+[servers.everything.prompt_scopes]
+summarize = ["prompts:read"]
+"""
+    )
+    return client_secret
+
+
+def _example_server_path() -> Path:
+    path = Path(__file__).resolve().parent.parent / "examples" / "everything_server.py"
+    if not path.exists():
+        raise SystemExit(f"cannot find the example upstream at {path}; run the demo from a checkout")
+    return path
+
+
+async def _wait_port(port: int, deadline: float) -> None:
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the example upstream did not start on port {port}") from None
+            await asyncio.sleep(0.1)
+            continue
+        writer.close()
+        return
+
+
+async def _run(args: argparse.Namespace) -> int:
+    from mcp_gateway.app import create_app
+    from mcp_gateway.auth.issuer import create_issuer_app, mint_token
+    from mcp_gateway.auth.issuer_config import load_issuer_config
+    from mcp_gateway.config import load_config
+
+    directory = Path(args.dir).resolve()
+    client_secret = write_demo_files(
+        directory, gateway_port=args.gateway_port, issuer_port=args.issuer_port, upstream_port=args.upstream_port
+    )
+    issuer_config = load_issuer_config(directory / "issuer.toml")
+    config = load_config(directory / "gateway.toml")
+    upstream = subprocess.Popen(
+        [sys.executable, str(_example_server_path()), "--port", str(args.upstream_port), "--log-level", "warning"]
+    )
+    servers: list[uvicorn.Server] = []
+    try:
+        await _wait_port(args.upstream_port, time.monotonic() + 20)
+        issuer = _QuietServer(
+            uvicorn.Config(
+                create_issuer_app(issuer_config), host="127.0.0.1", port=args.issuer_port, log_level="warning"
+            )
+        )
+        gateway = _QuietServer(
+            uvicorn.Config(
+                create_app(config),
+                host="127.0.0.1",
+                port=args.gateway_port,
+                log_level="warning",
+                http="httptools",
+                server_header=False,
+            )
+        )
+        servers = [issuer, gateway]
+        tasks = [asyncio.create_task(issuer.serve()), asyncio.create_task(gateway.serve())]
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        while not all(s.started for s in servers):
+            if any(t.done() for t in tasks):
+                break
+            await asyncio.sleep(0.05)
+        if all(s.started for s in servers):
+            resource = config.resource_uri("everything")
+            token = mint_token(
+                issuer_config, "demo-agent", scopes=["tools:read", "tools:call"], resource=resource, now=time.time()
+            )
+            _print_banner(config.public_url, resource, issuer_config.issuer, client_secret, token, directory)
+            waiter = asyncio.create_task(stop.wait())
+            await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+        print("\nstopping the demo ...", file=sys.stderr)
+    finally:
+        for server in servers:
+            server.should_exit = True
+        for task in asyncio.all_tasks() - {asyncio.current_task()}:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, timeout=5)
+        upstream.terminate()
+        try:
+            upstream.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            upstream.kill()
+    return 0
+
+
+def _print_banner(public_url: str, resource: str, issuer: str, secret: str, token: str, directory: Path) -> None:
+    print(
+        f"""
+mcp-gateway demo is running (Ctrl-C stops everything)
+
+  MCP endpoint     {resource}
+  token issuer     {issuer}   (DEVELOPMENT ONLY; client_credentials grant)
+  client id        demo-agent
+  client secret    {secret}
+  audit log        {directory / "audit.db"}
+
+A ready token (scopes "tools:read tools:call", audience {resource}):
+
+{token}
+
+Try it (the MCP SDK, or any client that can send a bearer token):
+  export TOKEN=<the token above>
+  curl -s {resource} -H "Authorization: Bearer $TOKEN" -H "Content-Type: application/json" \\
+       -H "Accept: application/json, text/event-stream" -H "MCP-Protocol-Version: 2025-11-25" \\
+       -d '{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"2025-11-25",\\
+            "capabilities":{{}},"clientInfo":{{"name":"curl","version":"0"}}}}}}'
+  mcp-gateway audit query --config {directory / "gateway.toml"}
+""",
+        flush=True,
+    )
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    import uvloop
+
+    return uvloop.run(_run(args))

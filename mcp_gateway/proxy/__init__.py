@@ -1,0 +1,1 @@
+"""The MCP streamable-HTTP proxy: classification, sessions, forwarding and relaying."""

@@ -1,0 +1,414 @@
+"""The per-request pipeline for `/{server}/mcp`: guard, authenticate, classify, authorize, audit, forward."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from mcp.shared.inbound import InboundLadderRejection, classify_inbound_request, find_duplicated_routing_header
+
+from mcp_gateway.audit.sink import AuditSink
+from mcp_gateway.auth.bearer import bearer_token
+from mcp_gateway.auth.principal import Principal
+from mcp_gateway.auth.verifier import TokenVerifier
+from mcp_gateway.config import GatewayConfig
+from mcp_gateway.errors import (
+    AuditUnavailable,
+    AuthError,
+    HTTPError,
+    InsufficientScope,
+    ProtocolRejected,
+    RateLimited,
+    SessionNotFound,
+    TransportRejected,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from mcp_gateway.policy.decision import Decision
+from mcp_gateway.policy.ratelimit import RateLimiter, rate_limit_keys
+from mcp_gateway.proxy import jsonrpc
+from mcp_gateway.proxy.asgi import Headers, Receive, Scope, Send, header, read_body, respond
+from mcp_gateway.proxy.recording import CallRecorder
+from mcp_gateway.proxy.relay import StreamState, UpstreamMessageJudge
+from mcp_gateway.proxy.route import Route
+from mcp_gateway.proxy.sessions import SessionClaims, SessionSealer, principal_fingerprint
+from mcp_gateway.proxy.streaming import DisconnectWatch, relay_response
+from mcp_gateway.transport.guard import OriginGuard
+
+MODERN_VERSIONS = ("2026-07-28",)
+HANDSHAKE_VERSIONS = ("2025-11-25", "2025-06-18")
+SUPPORTED_VERSIONS = (*MODERN_VERSIONS, *HANDSHAKE_VERSIONS)
+AUDITED_METHODS = frozenset({"tools/call", "resources/read", "prompts/get"})
+
+# Request headers relayed upstream: an allowlist, so hop-by-hop headers, cookies, the client's
+# Authorization and forwarding headers are never passed on (MCP authorization §Token Passthrough).
+_RELAYED = frozenset(
+    {b"accept", b"mcp-protocol-version", b"mcp-method", b"mcp-name", b"last-event-id", b"traceparent", b"tracestate"}
+)
+_PARAM_PREFIX = b"mcp-param-"
+
+
+@dataclass(frozen=True, slots=True)
+class Era:
+    modern: bool
+    version: str | None
+
+
+class McpEndpoint:
+    """Serves POST, GET and DELETE on every `/{server}/mcp` route."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        verifier: TokenVerifier,
+        audit: AuditSink,
+        recorder: CallRecorder,
+        sealer: SessionSealer,
+        rate_limiter: RateLimiter,
+        clock: Callable[[], float],
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.verifier = verifier
+        self.audit = audit
+        self.recorder = recorder
+        self.sealer = sealer
+        self.rate_limiter = rate_limiter
+        self.clock = clock
+        self.monotonic = monotonic  # token buckets need a clock that never steps back
+        self.guard = OriginGuard(config)
+        self._max_token = config.auth.max_token_bytes if config.auth else 8192
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def __call__(self, route: Route, scope: Scope, receive: Receive, send: Send) -> None:
+        headers: Headers = scope["headers"]
+        ctx = self.recorder.begin(route, scope, self.clock())
+        try:
+            self.guard.check(header(headers, b"host"), header(headers, b"origin"))
+            method = scope["method"]
+            if method == "POST":
+                await self._post(route, ctx, headers, receive, send)
+            elif method in ("GET", "DELETE"):
+                await self._get_or_delete(route, ctx, method, headers, receive, send)
+            else:
+                raise TransportRejected("Method Not Allowed", status_code=405, headers=[("allow", "GET, POST, DELETE")])
+        except AuthError as exc:
+            exc.with_challenge(resource_metadata=route.metadata_url, scopes=self._challenge_scopes(route, ctx))
+            await self._refuse(send, exc, ctx, [("www-authenticate", exc.www_authenticate())])
+        except AuditUnavailable as exc:
+            # Fixed wording: the store's own error text (paths, SQLite messages) stays in our logs.
+            exc.message = "Service Unavailable: the audit log cannot record this call; nothing was forwarded"
+            await self._refuse(send, exc, ctx, [("retry-after", "5")])
+        except HTTPError as exc:
+            await self._refuse(send, exc, ctx, exc.headers)
+
+    # -- POST -------------------------------------------------------------------------------------
+
+    async def _post(self, route: Route, ctx: Any, headers: Headers, receive: Receive, send: Send) -> None:
+        content_type = header(headers, b"content-type") or b""
+        if not content_type.split(b";", 1)[0].strip().lower() == b"application/json":
+            raise TransportRejected("Unsupported Media Type: POST bodies must be application/json", status_code=415)
+        accept = (header(headers, b"accept") or b"").lower()
+        if b"application/json" not in accept and b"*/*" not in accept and b"application/*" not in accept:
+            # MCP transports §Sending Messages: the client MUST accept application/json and text/event-stream.
+            raise TransportRejected("Not Acceptable: Accept must include application/json", status_code=406)
+        body = await read_body(receive, headers, self.config.max_body_bytes)
+        value = jsonrpc.parse_json(body)
+        msg = jsonrpc.classify(value)
+        ctx.message = msg
+        era = self._era(headers, msg)
+        principal = await self._authenticate(route, headers, ctx)
+        if era.modern:
+            self._check_modern(headers, msg)
+        claims = self._session(route, headers, principal, ctx, era, initialize=msg.method == "initialize")
+        if msg.kind == "request":
+            decision = route.policy.decide_request(principal.scopes, msg.method or "", msg.body.get("params"))
+            ctx.decision = decision
+            if decision.kind == "step_up":
+                # MCP authorization §Scope Challenge Handling: 403 insufficient_scope naming the scopes
+                # the current operation needs, sent before any byte of a response is committed.
+                raise InsufficientScope(
+                    "The token lacks a scope this operation needs",
+                    resource_metadata=route.metadata_url,
+                    scopes=decision.scopes_required,
+                )
+            if decision.kind == "deny":
+                await self._deny(send, msg, ctx)
+                return
+            self._rate_limit(route, principal, msg, ctx)
+        if msg.method in AUDITED_METHODS:
+            # Fail closed: the intent record is durable before anything is forwarded (AuditUnavailable → 503).
+            await self.recorder.intent(ctx)
+        await self._forward_post(route, ctx, headers, body, msg, era, claims, principal, receive, send)
+
+    def _era(self, headers: Headers, msg: jsonrpc.ClientMessage) -> Era:
+        raw = header(headers, b"mcp-protocol-version")
+        version = raw.decode("latin-1") if raw is not None else None
+        if version in MODERN_VERSIONS:
+            return Era(True, version)
+        if version in HANDSHAKE_VERSIONS:
+            return Era(False, version)
+        if version is None and msg.method == "initialize":
+            return Era(False, None)  # the handshake negotiates the version in the body
+        requested = version if version is not None else "2025-03-26"
+        # MCP transports §Protocol Version Header: an invalid or unsupported version → 400;
+        # an absent header means 2025-03-26, which this gateway does not serve.
+        raise ProtocolRejected(
+            f"Unsupported protocol version {requested!r}; supported: {', '.join(SUPPORTED_VERSIONS)}",
+            jsonrpc_code=jsonrpc.UNSUPPORTED_PROTOCOL_VERSION,
+            data={"supported": list(SUPPORTED_VERSIONS), "requested": requested},
+        )
+
+    def _check_modern(self, headers: Headers, msg: jsonrpc.ClientMessage) -> None:
+        # MCP 2026-07-28 transports: Mcp-Method / Mcp-Name must match the body (400, -32020); a
+        # duplicated routing header would let two readers disagree, so it is refused too.
+        # RFC 9110 §5.5: a field value excludes leading and trailing whitespace (httptools keeps it).
+        text_headers = [(k.decode("latin-1"), v.decode("latin-1").strip(" \t")) for k, v in headers]
+        duplicated = find_duplicated_routing_header(text_headers)
+        if duplicated is not None:
+            raise ProtocolRejected(f"{duplicated} header appears more than once", jsonrpc_code=jsonrpc.HEADER_MISMATCH)
+        if msg.kind != "request":
+            method = header(headers, b"mcp-method")
+            if msg.method is not None and method is not None and method.decode("latin-1") != msg.method:
+                raise ProtocolRejected(
+                    "mcp-method header does not match the body", jsonrpc_code=jsonrpc.HEADER_MISMATCH
+                )
+            return
+        verdict = classify_inbound_request(
+            msg.body, headers=dict(text_headers), supported_modern_versions=MODERN_VERSIONS
+        )
+        if isinstance(verdict, InboundLadderRejection):
+            raise ProtocolRejected(verdict.message, jsonrpc_code=verdict.code, data=verdict.data)
+
+    async def _authenticate(self, route: Route, headers: Headers, ctx: Any) -> Principal:
+        token = bearer_token(headers, max_token_bytes=self._max_token)
+        principal = await self.verifier.verify(token, resource=route.resource_uri)
+        ctx.principal = principal
+        return principal
+
+    def _challenge_scopes(self, route: Route, ctx: Any) -> tuple[str, ...]:
+        # DESIGN: a 401 names the scopes the requested operation needs when the body names one,
+        # else the server's default scopes.
+        msg = ctx.message
+        if msg is not None and msg.kind == "request" and msg.method is not None:
+            decision: Decision = route.policy.decide_request(frozenset(), msg.method, msg.body.get("params"))
+            if decision.scopes_required:
+                return decision.scopes_required
+        return tuple(route.entry.default_scopes or ())
+
+    def _session(
+        self, route: Route, headers: Headers, principal: Principal, ctx: Any, era: Era, *, initialize: bool
+    ) -> SessionClaims | None:
+        if era.modern or initialize:
+            return None  # 2026-07-28 has no sessions; initialize creates one
+        sealed = header(headers, b"mcp-session-id")
+        if sealed is None:
+            # MCP transports §Session Management: a request without a required session id → 400.
+            raise ProtocolRejected("Bad Request: Mcp-Session-Id header is required", jsonrpc_code=-32600)
+        ctx.session_id = sealed.decode("latin-1")
+        claims = self.sealer.open(
+            ctx.session_id, server=route.name, principal=principal_fingerprint(principal.binding_key())
+        )
+        return claims
+
+    async def _deny(self, send: Send, msg: jsonrpc.ClientMessage, ctx: Any) -> None:
+        # Deny by default, without revealing whether the target exists upstream.
+        what = {"tools/call": "Tool", "resources/read": "Resource", "prompts/get": "Prompt"}.get(
+            msg.method or "", "Method"
+        )
+        body = jsonrpc.error_body(msg.id, jsonrpc.INVALID_PARAMS, f"{what} {msg.name or msg.method!r} is not permitted")
+        ctx.http_status = 200
+        ctx.outcome = "denied"
+        await respond(send, 200, body)
+        if msg.method in AUDITED_METHODS:
+            self.recorder.refusal(ctx)
+
+    def _rate_limit(self, route: Route, principal: Principal, msg: jsonrpc.ClientMessage, ctx: Any) -> None:
+        keys = rate_limit_keys(
+            route.rate_limits,
+            agent_id=principal.agent_id,
+            tool=msg.name if msg.method == "tools/call" else None,
+            user=principal.delegating_user,
+            server=route.name,
+        )
+        if not keys:
+            return
+        retry_after = self.rate_limiter.check(keys, self.monotonic())
+        if retry_after is not None:
+            raise RateLimited("Too Many Requests: rate limit exceeded for this agent", retry_after=retry_after)
+
+    async def _forward_post(
+        self,
+        route: Route,
+        ctx: Any,
+        headers: Headers,
+        body: bytes,
+        msg: jsonrpc.ClientMessage,
+        era: Era,
+        claims: SessionClaims | None,
+        principal: Principal,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        upstream_headers = self._upstream_headers(route, headers, claims, content_type=True)
+        state = StreamState(
+            request_id=msg.id if msg.kind == "request" else None,
+            request_method=msg.method,
+        )
+        judge = UpstreamMessageJudge(route.policy, principal.scopes, governs_server_requests=not era.modern)
+        seal = None
+        if msg.method == "initialize" and not era.modern:
+            fingerprint = principal_fingerprint(principal.binding_key())
+
+            def seal(upstream_id: str) -> str:
+                return self.sealer.seal(SessionClaims(route.name, upstream_id, fingerprint, int(self.clock())))
+
+        try:
+            async with DisconnectWatch(receive) as watch:
+                try:
+                    response = await route.pool.request("POST", route.upstream_path, upstream_headers, body)
+                except UpstreamError as exc:
+                    await self._upstream_failed(send, ctx, exc, msg)
+                    return
+                await relay_response(
+                    response,
+                    send=send,
+                    judge=judge,
+                    state=state,
+                    ctx=ctx,
+                    max_event_bytes=self.config.max_event_bytes,
+                    max_body_bytes=self.config.max_body_bytes,
+                    session_sent=claims is not None,
+                    seal=seal,
+                )
+            if watch.disconnected:
+                ctx.outcome = "aborted"
+                ctx.http_status = 499
+        finally:
+            self._answer_rejected_server_requests(route, state, claims, era)
+            if msg.method in AUDITED_METHODS and ctx.outcome_pending():
+                self.recorder.outcome(ctx)
+
+    def _upstream_headers(
+        self, route: Route, headers: Headers, claims: SessionClaims | None, *, content_type: bool
+    ) -> list[tuple[bytes, bytes]]:
+        out: list[tuple[bytes, bytes]] = [(b"content-type", b"application/json")] if content_type else []
+        for key, value in headers:
+            if key in _RELAYED or key.startswith(_PARAM_PREFIX):
+                # MCP 2026-07-28: unknown Mcp-Param-* headers must be forwarded.
+                out.append((key, value.strip(b" \t")))
+        if claims is not None and claims.upstream_session_id:
+            out.append((b"mcp-session-id", claims.upstream_session_id.encode("latin-1")))
+        if route.credential is not None:
+            out.append(route.credential)
+        return out
+
+    async def _upstream_failed(
+        self, send: Send, ctx: Any, exc: UpstreamError, msg: jsonrpc.ClientMessage | None
+    ) -> None:
+        timeout = isinstance(exc, UpstreamTimeout)
+        status = 504 if timeout else 502
+        ctx.outcome = "timeout" if timeout else "upstream_error"
+        ctx.http_status = status
+        ctx.error = type(exc).__name__
+        text = "Gateway Timeout: the upstream did not answer in time" if timeout else "Bad Gateway: the upstream failed"
+        await respond(send, status, jsonrpc.error_body(msg.id if msg else None, jsonrpc.INTERNAL_ERROR, text))
+
+    def _answer_rejected_server_requests(
+        self, route: Route, state: StreamState, claims: SessionClaims | None, era: Era
+    ) -> None:
+        for request_id, method in state.rejected_server_requests:
+            task = asyncio.get_running_loop().create_task(
+                self._reject_server_request(route, claims, era, request_id, method)
+            )
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _reject_server_request(
+        self, route: Route, claims: SessionClaims | None, era: Era, request_id: Any, method: str
+    ) -> None:
+        # Answer the upstream's refused request ourselves so that it does not wait forever.
+        headers = self._upstream_headers(route, [], claims, content_type=True)
+        headers.append((b"accept", b"application/json, text/event-stream"))
+        if era.version is not None:
+            headers.append((b"mcp-protocol-version", era.version.encode()))
+        body = jsonrpc.error_body(request_id, jsonrpc.INVALID_REQUEST, f"{method} is not permitted by the gateway")
+        try:
+            response = await route.pool.request("POST", route.upstream_path, headers, body)
+            await response.aclose()
+        except UpstreamError:
+            pass  # best effort: the upstream's own timeout ends its wait
+
+    # -- GET / DELETE -----------------------------------------------------------------------------
+
+    async def _get_or_delete(
+        self, route: Route, ctx: Any, method: str, headers: Headers, receive: Receive, send: Send
+    ) -> None:
+        raw = header(headers, b"mcp-protocol-version")
+        version = raw.decode("latin-1") if raw is not None else None
+        if version in MODERN_VERSIONS:
+            # MCP 2026-07-28: no standalone streams and no sessions: GET and DELETE are 405.
+            raise TransportRejected(
+                "Method Not Allowed in protocol 2026-07-28", status_code=405, headers=[("allow", "POST")]
+            )
+        if version is not None and version not in HANDSHAKE_VERSIONS:
+            raise ProtocolRejected(
+                f"Unsupported protocol version {version!r}; supported: {', '.join(SUPPORTED_VERSIONS)}",
+                jsonrpc_code=jsonrpc.UNSUPPORTED_PROTOCOL_VERSION,
+                data={"supported": list(SUPPORTED_VERSIONS), "requested": version},
+            )
+        if method == "GET" and b"text/event-stream" not in (header(headers, b"accept") or b""):
+            raise TransportRejected("Not Acceptable: GET requires Accept: text/event-stream", status_code=406)
+        principal = await self._authenticate(route, headers, ctx)
+        era = Era(False, version)
+        claims = self._session(route, headers, principal, ctx, era, initialize=False)
+        upstream_headers = self._upstream_headers(route, headers, claims, content_type=False)
+        judge = UpstreamMessageJudge(route.policy, principal.scopes, governs_server_requests=True)
+        state = StreamState()
+        try:
+            async with DisconnectWatch(receive):
+                try:
+                    response = await route.pool.request(method, route.upstream_path, upstream_headers)
+                except UpstreamError as exc:
+                    await self._upstream_failed(send, ctx, exc, None)
+                    return
+                await relay_response(
+                    response,
+                    send=send,
+                    judge=judge,
+                    state=state,
+                    ctx=ctx,
+                    max_event_bytes=self.config.max_event_bytes,
+                    max_body_bytes=self.config.max_body_bytes,
+                    session_sent=True,
+                    seal=None,
+                )
+        finally:
+            self._answer_rejected_server_requests(route, state, claims, era)
+
+    # -- refusals ---------------------------------------------------------------------------------
+
+    async def _refuse(self, send: Send, exc: HTTPError, ctx: Any, extra: Any) -> None:
+        msg = ctx.message
+        body = jsonrpc.error_body(
+            msg.id if msg is not None and msg.kind == "request" else None, exc.jsonrpc_code, exc.message, exc.data
+        )
+        head = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra]
+        ctx.http_status = exc.status_code
+        ctx.outcome = "denied"
+        if isinstance(exc, InsufficientScope):
+            ctx.step_up = True
+        if exc.status_code == 499:
+            return  # the client is gone; nobody to answer
+        if (
+            isinstance(exc, SessionNotFound | AuthError)
+            or exc.status_code == 429
+            or (msg is not None and msg.method in AUDITED_METHODS)
+        ):
+            # SECURITY.md: every refusal at an MCP endpoint leaves an audit record.
+            self.recorder.refusal(ctx)
+        await respond(send, exc.status_code, body, head)

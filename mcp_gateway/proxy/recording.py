@@ -1,0 +1,127 @@
+"""Turning one exchange into audit records: intent before forwarding, outcome after, refusals."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from mcp_gateway.audit.record import AuditRecord, arguments_digest, new_event_id, redact
+from mcp_gateway.audit.sink import AuditSink
+from mcp_gateway.audit.summary import RefusalSummarizer
+from mcp_gateway.auth.principal import Principal
+from mcp_gateway.config import GatewayConfig
+from mcp_gateway.policy.decision import Decision
+from mcp_gateway.proxy.asgi import Scope
+from mcp_gateway.proxy.jsonrpc import ClientMessage
+
+
+@dataclass(slots=True)
+class CallContext:
+    """Mutable facts about one exchange, filled in as the pipeline learns them."""
+
+    server: str
+    upstream_identity: str
+    timestamp: float
+    client_address: str | None
+    started: float = field(default_factory=time.perf_counter)
+    event_id: str = field(default_factory=new_event_id)
+    message: ClientMessage | None = None
+    principal: Principal | None = None
+    decision: Decision | None = None
+    session_id: str | None = None
+    outcome: str | None = None
+    http_status: int | None = None
+    step_up: bool = False
+    error: str | None = None
+    intent_written: bool = False
+    closed: bool = False
+
+    def outcome_pending(self) -> bool:
+        return self.intent_written and not self.closed
+
+
+class CallRecorder:
+    """Builds records from a CallContext (pure) and hands them to the sink (the only I/O)."""
+
+    def __init__(self, config: GatewayConfig, sink: AuditSink, summarizer: RefusalSummarizer) -> None:
+        self.sink = sink
+        self.summarizer = summarizer
+        self.policy_version = config.policy_version
+        self.store_arguments = config.audit.store_arguments
+        self.redact_keys = tuple(config.audit.redact_keys)
+
+    def begin(self, route: Any, scope: Scope, now: float) -> CallContext:
+        client = scope.get("client")
+        return CallContext(route.name, route.upstream_identity, now, client[0] if client else None)
+
+    async def intent(self, ctx: CallContext) -> None:
+        # Durable before forwarding: AuditUnavailable propagates and the call is refused with 503.
+        await self.sink.append(self.build(ctx, "intent"))
+        ctx.intent_written = True
+
+    def outcome(self, ctx: CallContext) -> None:
+        if ctx.closed:
+            return
+        ctx.closed = True
+        self.sink.append_nowait(self.build(ctx, "outcome"))
+
+    def refusal(self, ctx: CallContext) -> None:
+        if ctx.intent_written:
+            self.outcome(ctx)
+            return
+        ctx.closed = True
+        record = self.build(ctx, "event", event_type="refusal")
+        if ctx.principal is None:
+            # Unauthenticated refusals are summarised so that a flood cannot fill the disk.
+            summarized = self.summarizer.observe(record, now=ctx.timestamp)
+            for item in summarized:
+                self.sink.append_nowait(item)
+            return
+        self.sink.append_nowait(record)
+
+    def build(self, ctx: CallContext, phase: str, *, event_type: str | None = None) -> AuditRecord:
+        msg = ctx.message
+        principal = ctx.principal
+        decision = ctx.decision
+        arguments = msg.arguments if msg is not None else None
+        stored = None
+        if self.store_arguments and arguments is not None:
+            stored = json.dumps(redact(arguments, self.redact_keys), separators=(",", ":"), ensure_ascii=False)
+        if ctx.step_up:
+            verdict = "step_up"
+        elif decision is not None:
+            verdict = decision.kind
+        elif ctx.http_status is not None and ctx.http_status >= 400:
+            verdict = "deny"
+        else:
+            verdict = None
+        return AuditRecord(
+            phase=phase,  # type: ignore[arg-type]
+            timestamp=ctx.timestamp,
+            event_id=ctx.event_id,
+            agent_id=principal.agent_id if principal else None,
+            delegating_user=principal.delegating_user if principal else None,
+            session_id=ctx.session_id,
+            mcp_server=ctx.server,
+            method=msg.method if msg else None,
+            tool=msg.name if msg else None,
+            scope_granted=tuple(sorted(principal.scopes)) if principal else (),
+            scopes_required=decision.scopes_required if decision else (),
+            token_ttl=principal.ttl(ctx.timestamp) if principal else None,
+            token_id=principal.token_id if principal else None,
+            request_context=msg.request_context if msg else None,
+            decision=verdict,  # type: ignore[arg-type]
+            policy_rule=decision.rule if decision else None,
+            policy_version=self.policy_version,
+            outcome=None if phase == "intent" else (ctx.outcome or "ok"),
+            http_status=None if phase == "intent" else ctx.http_status,
+            latency_ms=None if phase == "intent" else round((time.perf_counter() - ctx.started) * 1000, 3),
+            arguments_sha256=arguments_digest(arguments) if arguments is not None else None,
+            arguments=stored,
+            client_address=ctx.client_address,
+            upstream_identity=ctx.upstream_identity,
+            event_type=event_type,
+            detail=json.dumps({"error": ctx.error}) if ctx.error else None,
+        )

@@ -1,0 +1,87 @@
+"""One upstream route, compiled once from its allowlist entry."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from mcp_gateway.config import GatewayConfig, RateLimits, ServerEntry
+from mcp_gateway.errors import ConfigError
+from mcp_gateway.policy.decision import ServerPolicy
+from mcp_gateway.policy.ratelimit import effective_rate_limits
+from mcp_gateway.policy.scopes import ScopeHierarchy
+from mcp_gateway.upstream.http11 import UpstreamPool
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Everything per-request work needs about one upstream, precomputed."""
+
+    name: str
+    entry: ServerEntry
+    resource_uri: str
+    metadata_url: str
+    pool: UpstreamPool
+    policy: ServerPolicy
+    upstream_path: str
+    credential: tuple[bytes, bytes] | None  # header injected toward the upstream, never shown to clients
+    upstream_identity: str  # what the audit records as the verified upstream
+    rate_limits: RateLimits
+
+
+def build_routes(
+    config: GatewayConfig,
+    hierarchy: ScopeHierarchy,
+    *,
+    secrets: Mapping[str, str],
+    pools: Mapping[str, UpstreamPool] | None = None,
+) -> dict[str, Route]:
+    routes: dict[str, Route] = {}
+    for name, entry in config.servers.items():
+        pool = pools[name] if pools is not None and name in pools else _make_pool(config, entry)
+        routes[name] = Route(
+            name=name,
+            entry=entry,
+            resource_uri=config.resource_uri(name),
+            metadata_url=config.resource_metadata_url(name),
+            pool=pool,
+            policy=ServerPolicy.from_entry(entry, hierarchy),
+            upstream_path=pool.path,
+            credential=_credential(entry, secrets),
+            upstream_identity=entry.url,
+            rate_limits=effective_rate_limits(config.rate_limits, entry),
+        )
+    return routes
+
+
+def _make_pool(config: GatewayConfig, entry: ServerEntry) -> UpstreamPool:
+    context: ssl.SSLContext | None = None
+    if urlsplit(entry.url).scheme == "https":
+        cafile = str(config.path_for(entry.ca_bundle)) if entry.ca_bundle else None
+        context = ssl.create_default_context(cafile=cafile)
+    return UpstreamPool(
+        entry.url,
+        ssl_context=context,
+        max_connections=entry.max_connections,
+        connect_timeout=entry.connect_timeout_seconds,
+        read_timeout=entry.read_timeout_seconds,
+        max_header_bytes=config.max_header_bytes,
+        max_body_bytes=config.max_body_bytes,
+    )
+
+
+def _credential(entry: ServerEntry, secrets: Mapping[str, str]) -> tuple[bytes, bytes] | None:
+    cred = entry.credentials
+    if cred is None:
+        return None
+    value = secrets.get(cred.token_env)
+    key = f"servers.{entry.name}.credentials.token_env"
+    if not value:
+        raise ConfigError("server_allowlist.toml", key, f"environment variable {cred.token_env} is not set")
+    if any(c in value for c in "\r\n\0"):
+        raise ConfigError("server_allowlist.toml", key, f"{cred.token_env} contains CR, LF or NUL")
+    if cred.type == "bearer":
+        return (b"authorization", b"Bearer " + value.encode("latin-1"))
+    return (cred.header.lower().encode("latin-1"), value.encode("latin-1"))

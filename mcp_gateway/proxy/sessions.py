@@ -1,0 +1,78 @@
+"""Sealed session ids: the upstream's session id and the owning principal, under AES-GCM."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import os
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from mcp_gateway.errors import SessionNotFound
+
+_VERSION = b"\x01"
+_MAX_SEALED_CHARS = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class SessionClaims:
+    """What a sealed id carries: which route, which upstream session, whose it is, when it began."""
+
+    server: str
+    upstream_session_id: str
+    principal: str  # SHA-256 (hex) of Principal.binding_key(); never the raw subject
+    created: int
+
+
+def principal_fingerprint(binding_key: str) -> str:
+    return hashlib.sha256(binding_key.encode()).hexdigest()
+
+
+class SessionSealer:
+    """Seals and opens session ids with one key derived at start-up (one AEAD op per call).
+
+    MCP transports (2025-11-25) §Session Management: the id MUST be globally unique and
+    cryptographically secure and contain only visible ASCII (0x21-0x7E); base64url satisfies both.
+    Any replica holding the key can open an id, so no shared session store is needed.
+    """
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) != 32:
+            raise ValueError("the session key must be 32 bytes")
+        # Derive a purpose-bound subkey so that the configured secret is never used directly.
+        self._aead = AESGCM(hmac.digest(key, b"mcp-gateway session seal v1", "sha256"))
+
+    def seal(self, claims: SessionClaims) -> str:
+        plaintext = json.dumps(
+            [claims.upstream_session_id, claims.principal, claims.created], separators=(",", ":")
+        ).encode()
+        nonce = os.urandom(12)
+        sealed = self._aead.encrypt(nonce, plaintext, _VERSION + claims.server.encode())
+        return base64.urlsafe_b64encode(_VERSION + nonce + sealed).rstrip(b"=").decode("ascii")
+
+    def open(self, sealed_id: str, *, server: str, principal: str) -> SessionClaims:
+        """Return the claims, or raise SessionNotFound for anything forged, foreign or for another route."""
+        if len(sealed_id) > _MAX_SEALED_CHARS:
+            raise SessionNotFound("Session not found")
+        try:
+            raw = base64.urlsafe_b64decode(sealed_id + "=" * (-len(sealed_id) % 4))
+        except (binascii.Error, ValueError) as exc:
+            raise SessionNotFound("Session not found") from exc
+        if len(raw) < 1 + 12 + 16 or raw[:1] != _VERSION:
+            raise SessionNotFound("Session not found")
+        try:
+            # The route name is associated data: an id minted for /a/mcp does not open on /b/mcp.
+            plaintext = self._aead.decrypt(raw[1:13], raw[13:], _VERSION + server.encode())
+            upstream_id, owner, created = json.loads(plaintext)
+        except (InvalidTag, ValueError, TypeError) as exc:
+            raise SessionNotFound("Session not found") from exc
+        # MCP security best practices §Session Hijacking: bind sessions to the user; another
+        # principal presenting this id gets the same answer as for an unknown one.
+        if not hmac.compare_digest(str(owner), principal):
+            raise SessionNotFound("Session not found")
+        return SessionClaims(server, str(upstream_id), str(owner), int(created))

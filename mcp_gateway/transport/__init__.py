@@ -1,0 +1,1 @@
+"""Transport-level guards applied before a body is read."""
