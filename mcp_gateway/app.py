@@ -15,7 +15,7 @@ import httpx2
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from mcp_gateway.audit.sink import AuditSink
+from mcp_gateway.audit.sink import AuditSink, NullAuditSink
 from mcp_gateway.audit.sqlite import SQLiteAuditSink
 from mcp_gateway.audit.summary import RefusalSummarizer
 from mcp_gateway.auth.verifier import TokenVerifier, build_verifier
@@ -230,7 +230,11 @@ def create_app(
         http_client = http_client or httpx2.AsyncClient(follow_redirects=False)
         verifier = build_verifier(config.auth, http_client=http_client, clock=clock, secrets=secrets or os.environ)
     if audit is None:
-        audit = SQLiteAuditSink(config.path_for(config.audit.database))
+        if config.audit.enabled:
+            audit = SQLiteAuditSink(config.path_for(config.audit.database))
+        else:
+            logger.warning("AUDIT IS DISABLED ([audit] enabled = false): no tool call will be recorded")
+            audit = NullAuditSink()
     return Gateway(
         config, verifier=verifier, audit=audit, http_client=http_client, clock=clock, pools=pools, secrets=secrets
     )

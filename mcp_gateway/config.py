@@ -67,6 +67,7 @@ class AuditConfig(BaseModel):
 
     model_config = _FROZEN
 
+    enabled: bool = True  # false → no audit trail at all (benchmark baselines only; logged loudly)
     database: str = "audit.db"
     store_arguments: bool = False
     redact_keys: tuple[str, ...] = ("password", "secret", "token", "authorization", "api_key")

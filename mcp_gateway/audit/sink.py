@@ -88,3 +88,23 @@ class FailingAuditSink:
     @property
     def healthy(self) -> bool:
         return False
+
+
+class NullAuditSink:
+    """Writes nothing: `[audit] enabled = false`, for benchmarks' audit-off baseline only."""
+
+    async def start(self) -> None:
+        return None
+
+    async def append(self, record: AuditRecord) -> None:
+        return None
+
+    def append_nowait(self, record: AuditRecord) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+    @property
+    def healthy(self) -> bool:
+        return True
