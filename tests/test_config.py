@@ -1,0 +1,130 @@
+"""Configuration is loaded once; every mistake names the file, the key and what is expected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mcp_gateway.config import load_config
+from mcp_gateway.errors import ConfigError
+
+GATEWAY = """
+public_url = "https://gw.example.com"
+allowlist = "allow.toml"
+[auth]
+issuer = "https://auth.example.com"
+jwks_uri = "https://auth.example.com/jwks.json"
+"""
+SERVER = """
+[servers.github]
+url = "https://api.github.example/mcp"
+tls_spki_sha256 = ["AAAA"]
+default_scopes = ["tools:call"]
+[servers.github.tool_scopes]
+create_issue = ["repo:write"]
+"""
+
+
+def _write(tmp_path: Path, gateway: str = GATEWAY, allowlist: str = SERVER) -> Path:
+    (tmp_path / "allow.toml").write_text(allowlist)
+    path = tmp_path / "gateway.toml"
+    path.write_text(gateway)
+    return path
+
+
+def test_a_valid_config_loads_into_frozen_models_with_a_policy_version(tmp_path: Path) -> None:
+    config = load_config(_write(tmp_path))
+    assert config.resource_uri("github") == "https://gw.example.com/github/mcp"
+    assert config.resource_metadata_url("github") == (
+        "https://gw.example.com/.well-known/oauth-protected-resource/github/mcp"
+    )
+    assert config.servers["github"].tool_scopes["create_issue"] == ("repo:write",)
+    assert len(config.policy_version) == 64
+    with pytest.raises(Exception):  # noqa: B017 - pydantic's frozen error type is an implementation detail
+        config.port = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("gateway", "allowlist", "file", "key", "words"),
+    [
+        ("bogus = 1\n" + GATEWAY, SERVER, "gateway.toml", "bogus", "unknown key"),
+        (
+            GATEWAY.replace('issuer = "https://auth.example.com"\n', ""),
+            SERVER,
+            "gateway.toml",
+            "auth.issuer",
+            "missing",
+        ),
+        ("port = 'eighty'\n" + GATEWAY, SERVER, "gateway.toml", "port", "integer"),
+        (
+            GATEWAY,
+            SERVER.replace("https://api.github.example/mcp", "ftp://x/mcp"),
+            "allow.toml",
+            "servers.github.url",
+            "http",
+        ),
+        (
+            GATEWAY,
+            SERVER.replace("https://api.github.example", "http://10.0.0.8"),
+            "allow.toml",
+            "servers.github",
+            "loopback",
+        ),
+        (
+            GATEWAY,
+            SERVER + "\n[servers.GitHub]\nurl = 'http://127.0.0.1:1/mcp'\n",
+            "allow.toml",
+            "servers.GitHub",
+            "duplicates",
+        ),
+        (
+            GATEWAY,
+            SERVER.replace("tls_spki_sha256", "tls_spki_sha265"),
+            "allow.toml",
+            "servers.github.tls_spki_sha265",
+            "unknown key",
+        ),
+        (
+            GATEWAY,
+            SERVER.replace('"repo:write"', '"repo write"'),
+            "allow.toml",
+            "servers.github.tool_scopes",
+            "pattern",
+        ),
+        (GATEWAY + "\n[auth.x]\n", SERVER, "gateway.toml", "auth.x", "unknown key"),
+        ("[auth\n", SERVER, "gateway.toml", "(syntax)", "not valid TOML"),
+    ],
+)
+def test_every_mistake_names_the_file_the_key_and_the_fix(
+    tmp_path: Path, gateway: str, allowlist: str, file: str, key: str, words: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, gateway, allowlist))
+    assert info.value.file.endswith(file)
+    assert info.value.key.startswith(key)
+    assert words in str(info.value)
+
+
+def test_two_servers_with_one_name_are_refused_by_toml_itself(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, allowlist=SERVER + SERVER))
+    assert "not valid TOML" in str(info.value)
+
+
+def test_the_gateway_never_runs_without_an_auth_table(tmp_path: Path) -> None:
+    from mcp_gateway.app import create_app
+
+    config = load_config(_write(tmp_path, gateway='public_url = "https://gw.example.com"\nallowlist = "allow.toml"\n'))
+    with pytest.raises(ConfigError) as info:
+        create_app(config)
+    assert info.value.key == "auth"
+
+
+def test_a_missing_allowlist_file_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.toml"
+    path.write_text(GATEWAY)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.file.endswith("allow.toml")
+    assert "cannot read" in str(info.value)
