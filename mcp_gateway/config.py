@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import ipaddress
 import os
@@ -146,7 +148,24 @@ class ServerEntry(BaseModel):
             raise ValueError(
                 f"url {self.url!r} is plain http to a non-loopback host; use https or set allow_insecure_http = true"
             )
+        if parts.scheme == "https" and not self.tls_spki_sha256:
+            # DESIGN: an https upstream is trusted only through a pinned key, checked at the handshake.
+            raise ValueError(
+                "https upstreams need tls_spki_sha256 pins; record them with `mcp-gateway allowlist pin NAME`"
+            )
         return self
+
+    @field_validator("tls_spki_sha256")
+    @classmethod
+    def _pins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for pin in value:
+            try:
+                raw = base64.b64decode(pin, validate=True)
+            except (binascii.Error, ValueError):
+                raw = b""
+            if len(raw) != 32:
+                raise ValueError(f"pin {pin!r} is not the base64 of a 32-byte SHA-256 digest")
+        return value
 
 
 class GatewayConfig(BaseModel):

@@ -19,7 +19,7 @@ jwks_uri = "https://auth.example.com/jwks.json"
 SERVER = """
 [servers.github]
 url = "https://api.github.example/mcp"
-tls_spki_sha256 = ["AAAA"]
+tls_spki_sha256 = ["47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="]
 default_scopes = ["tools:call"]
 [servers.github.tool_scopes]
 create_issue = ["repo:write"]
@@ -92,6 +92,14 @@ def test_a_valid_config_loads_into_frozen_models_with_a_policy_version(tmp_path:
             "servers.github.tool_scopes",
             "pattern",
         ),
+        (
+            GATEWAY,
+            SERVER.replace('["47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="]', "[]"),
+            "allow.toml",
+            "servers.github",
+            "pins",
+        ),
+        (GATEWAY, SERVER.replace("47DEQpj8HBSa", "47DEQ"), "allow.toml", "servers.github.tls_spki_sha256", "32-byte"),
         (GATEWAY + "\n[auth.x]\n", SERVER, "gateway.toml", "auth.x", "unknown key"),
         ("[auth\n", SERVER, "gateway.toml", "(syntax)", "not valid TOML"),
     ],
