@@ -10,6 +10,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx2
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -144,7 +145,7 @@ class Gateway:
         elif path == "/healthz":
             await respond_json(send, 200, {"status": "ok"})
         elif path == "/readyz":
-            ready, checks = self.readiness()
+            ready, checks = await self.readiness()
             await respond_json(send, 200 if ready else 503, {"ready": ready, "checks": checks})
         elif path == "/metrics":
             body = generate_latest(self.registry)
@@ -152,8 +153,11 @@ class Gateway:
         else:
             await respond_json(send, 404, {"error": "Not Found"})
 
-    def readiness(self) -> tuple[bool, dict[str, bool]]:
+    async def readiness(self) -> tuple[bool, dict[str, bool]]:
         checks = {"config": True, "token_keys": self.verifier.ready, "audit": self.audit.healthy}
+        reachable = await asyncio.gather(*(_reachable(route.entry.url) for route in self.routes.values()))
+        for name, ok in zip(self.routes, reachable, strict=True):
+            checks[f"upstream:{name}"] = ok
         return all(checks.values()), checks
 
     async def startup(self) -> None:
@@ -198,6 +202,18 @@ class Gateway:
                 await self.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+async def _reachable(url: str, timeout: float = 2.0) -> bool:
+    # A TCP connect is enough to say "reachable"; identity is checked on every real connection.
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(parts.hostname, port), timeout)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    return True
 
 
 def _session_key(config: GatewayConfig, env: Mapping[str, str]) -> bytes:
