@@ -72,6 +72,12 @@ def principal_from_claims(
     if lifetime > max_lifetime:
         raise InvalidToken("the token's lifetime is longer than this resource accepts")
 
+    # RFC 7800 `cnf`: the token is bound to a key its holder must prove (DPoP, RFC 9449 §7.1; mTLS,
+    # RFC 8705 §3). We check no such proof, so accepting it as a plain bearer token would undo the
+    # binding that makes a stolen copy useless; it is refused instead.
+    if "cnf" in claims:
+        raise InvalidToken("sender-constrained tokens are not supported here")
+
     subject = _optional_str(claims, "sub")
     client_id = _optional_str(claims, "client_id")
     azp = _optional_str(claims, "azp")

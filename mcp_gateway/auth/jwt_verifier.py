@@ -19,6 +19,11 @@ _BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
 # or trust them; a token carrying them is refused outright, so no code path can start to.
 _KEY_POINTERS = frozenset({"jku", "jwk", "x5u", "x5c"})
 _MAX_KID_LENGTH = 256
+# RFC 9068 §2.1 / §4: access tokens are typed "at+jwt". Many issuers still write "JWT" (or nothing), so
+# those pass unless `require_access_token_typ`; any other type (a DPoP proof, a logout token, an ID-JAG...)
+# is a different kind of JWT and never an access token here (RFC 8725 §3.11 explicit typing).
+_ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})
+_LEGACY_TYPES = frozenset({"jwt", "application/jwt"})
 
 
 class JWTVerifier:
@@ -41,6 +46,7 @@ class JWTVerifier:
         max_lifetime: int = 3600,
         max_token_bytes: int = 8192,
         accept_scp: bool = False,
+        require_access_token_typ: bool = False,
     ) -> None:
         self._jwks = jwks
         self._issuer = issuer
@@ -50,6 +56,7 @@ class JWTVerifier:
         self._max_lifetime = max_lifetime
         self._max_token_bytes = max_token_bytes
         self._accept_scp = accept_scp
+        self._require_typ = require_access_token_typ
 
     @property
     def ready(self) -> bool:
@@ -61,6 +68,14 @@ class JWTVerifier:
 
     async def aclose(self) -> None:
         """Nothing to release: the HTTP client belongs to whoever injected it."""
+
+    def _acceptable_type(self, typ: object) -> bool:
+        if typ is None:
+            return not self._require_typ
+        if not isinstance(typ, str):
+            return False
+        typ = typ.lower()  # RFC 7515 §4.1.9: a media type, compared case-insensitively
+        return typ in _ACCESS_TOKEN_TYPES or (not self._require_typ and typ in _LEGACY_TYPES)
 
     async def verify(self, token: str, *, resource: str) -> Principal:
         # Size first: nothing below runs on an oversized input.
@@ -77,6 +92,8 @@ class JWTVerifier:
         payload = _b64decode(payload_b64)
         signature = _b64decode(signature_b64)
         alg = _check_header(header, self._algorithms)
+        if not self._acceptable_type(header.get("typ")):
+            raise InvalidToken("the token is not an access token")
         kid = header.get("kid")
         if kid is not None and (not isinstance(kid, str) or len(kid) > _MAX_KID_LENGTH):
             raise InvalidToken("the token's key id is malformed")

@@ -54,6 +54,7 @@ class StubResponse:
     status: int = 200
     body: bytes = b""
     headers: tuple[tuple[str, str], ...] = (("content-type", "application/json"),)
+    chunked: bool = False  # Transfer-Encoding: chunked, so no Content-Length announces the size
 
     @classmethod
     def json(cls, value: object, status: int = 200) -> StubResponse:
@@ -84,10 +85,16 @@ class StubServer:
                 return
             self.requests.append(request)
             response = await self.handler(request)
-            head = [f"HTTP/1.1 {response.status} Stub", f"content-length: {len(response.body)}", "connection: close"]
+            framing = "transfer-encoding: chunked" if response.chunked else f"content-length: {len(response.body)}"
+            head = [f"HTTP/1.1 {response.status} Stub", framing, "connection: close"]
             head += [f"{name}: {value}" for name, value in response.headers]
+            body = response.body
+            if response.chunked:
+                size = 64 * 1024
+                pieces = [body[i : i + size] for i in range(0, len(body), size)]
+                body = b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces) + b"0\r\n\r\n"
             with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-                await stream.send(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + response.body)
+                await stream.send(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
 
 
 async def _read_request(stream: SocketStream) -> StubRequest:
@@ -251,7 +258,7 @@ class JWKSEndpoint:
     """What the issuer's JWKS URL answers; tests flip `mode` and `keys` between requests."""
 
     keys: list[dict[str, Any]] = field(default_factory=list)
-    mode: str = "up"  # up | garbage | empty | huge | slow | error | gzip | redirect
+    mode: str = "up"  # up | garbage | empty | huge | huge-chunked | slow | error | gzip | redirect
     metadata: dict[str, Any] | None = None  # served at the RFC 8414 well-known URL when set
     release: anyio.Event = field(default_factory=anyio.Event)  # lets a "slow" answer finish
     arrived: anyio.Event = field(default_factory=anyio.Event)  # set when a JWKS request comes in
@@ -270,8 +277,10 @@ class JWKSEndpoint:
             return StubResponse(body=b"<html>oops</html>")
         if self.mode == "empty":
             return StubResponse.json({"keys": []})
-        if self.mode == "huge":
-            return StubResponse.json({"keys": self.keys, "padding": "x" * (2 * 1024 * 1024)})
+        if self.mode in ("huge", "huge-chunked"):
+            document = StubResponse.json({"keys": self.keys, "padding": "x" * (2 * 1024 * 1024)})
+            document.chunked = self.mode == "huge-chunked"
+            return document
         if self.mode == "error":
             return StubResponse.json({"error": "down"}, status=503)
         if self.mode == "gzip":

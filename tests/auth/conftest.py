@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,9 +22,15 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+@pytest.fixture(scope="session")
+def tls_context() -> ssl.SSLContext:
+    # Building a default context (loading the CA store) costs ~50 ms; every test needs the same one.
+    return ssl.create_default_context()
+
+
 @pytest.fixture
-async def http_client() -> AsyncIterator[httpx2.AsyncClient]:
-    async with httpx2.AsyncClient() as client:
+async def http_client(tls_context: ssl.SSLContext) -> AsyncIterator[httpx2.AsyncClient]:
+    async with httpx2.AsyncClient(verify=tls_context) as client:
         yield client
 
 

@@ -243,6 +243,12 @@ def test_agent_and_delegating_user_come_from_client_id_azp_and_sub(
     assert (principal.agent_id, principal.delegating_user) == (agent, user)
 
 
+@pytest.mark.parametrize("cnf", [{"jkt": "abc"}, {"x5t#S256": "abc"}, {}, None, "x"])
+def test_a_token_carrying_a_confirmation_claim_is_refused_because_we_check_no_proof_of_possession(cnf: object) -> None:
+    with pytest.raises(InvalidToken):
+        judge({**good_claims(), "cnf": cnf})
+
+
 def test_a_token_that_names_no_client_at_all_is_invalid() -> None:
     with pytest.raises(InvalidToken):
         judge(good_claims(client_id=ABSENT, sub=ABSENT))

@@ -194,7 +194,9 @@ async def test_a_removed_key_stops_working_end_to_end_after_the_ttl(
 # --- faults: never replace good keys with bad ones ----------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", ["error", "garbage", "empty", "huge", "gzip", "redirect", "slow", "down"])
+@pytest.mark.parametrize(
+    "mode", ["error", "garbage", "empty", "huge", "huge-chunked", "gzip", "redirect", "slow", "down"]
+)
 async def test_with_keys_cached_a_failing_jwks_endpoint_never_replaces_them(
     loaded: JWKSCache, jwks_endpoint: JWKSEndpoint, jwks_server: StubServer, clock: FakeClock, mode: str
 ) -> None:
@@ -202,6 +204,7 @@ async def test_with_keys_cached_a_failing_jwks_endpoint_never_replaces_them(
         loaded._jwks_uri = refused_url() + "/jwks.json"  # the endpoint stops listening
     else:
         jwks_endpoint.mode = mode
+    jwks_endpoint.keys = [RSA2.jwk]  # were a bad answer taken, rsa-1 would stop working
     clock.advance(301)  # stale: the next lookup tries to refresh
     with anyio.fail_after(5):
         assert (await loaded.get_key("rsa-1", "RS256")).kid == "rsa-1"

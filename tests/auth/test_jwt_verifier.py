@@ -125,7 +125,7 @@ async def test_a_token_without_kid_is_refused_when_several_keys_fit(
         "eyJhbGciOiJSUzI1NiJ9.e30.c2l",  # non-canonical trailing bits
         b64url(b"not json") + ".e30.c2ln",
         b64url(b"[1,2]") + ".e30.c2ln",
-        b64url(b'{"alg":"RS256","alg":"none"}') + ".e30.c2ln",
+        b64url(b'{"alg":"none","alg":"RS256","kid":"rsa-1"}') + ".e30.c2ln",
         b64url(b'{"alg":NaN}') + ".e30.c2ln",
         b64url(b"\xff\xfe") + ".e30.c2ln",
         b64url(b"[" * 5000 + b"]" * 5000) + ".e30.c2ln",
@@ -419,7 +419,7 @@ async def test_expiry_follows_the_injected_clock_even_for_a_cached_token(
 @pytest.mark.parametrize(
     "payload",
     [
-        b'{"iss":"https://issuer.test","iss":"https://evil.test"}',
+        b'{"iss":"https://evil.test",' + json.dumps(good_claims())[1:].encode(),  # the good iss comes last
         b"[1,2,3]",
         b'{"exp": NaN}',
         b"not json",
@@ -473,3 +473,62 @@ def test_the_suite_is_not_using_wall_clock_time_for_token_validity() -> None:
     # Guard for the tests above: the injected clock is far from real time, so a verifier that read
     # the wall clock would refuse every token minted at T0.
     assert abs(FakeClock()() - time.time()) > 3600 * 24 * 30 or FakeClock()() > time.time()
+
+
+async def test_a_directly_built_verifier_still_refuses_none_and_hmac_even_if_they_are_listed(
+    jwks_endpoint: JWKSEndpoint, jwks_server: StubServer, http_client: httpx2.AsyncClient, clock: FakeClock
+) -> None:
+    from mcp_gateway.auth.jwks import JWKSCache
+    from mcp_gateway.auth.jwt_verifier import JWTVerifier
+
+    jwks_endpoint.keys = [RSA.jwk, {"kty": "oct", "k": b64url(RSA.public_pem), "kid": "hmac"}]
+    algorithms = {"RS256", "HS256", "none", "None"}
+    keys = JWKSCache(
+        http_client, issuer=ISSUER, jwks_uri=jwks_server.url + "/jwks.json", algorithms=algorithms, clock=clock
+    )
+    verifier = JWTVerifier(keys, issuer=ISSUER, algorithms=algorithms, clock=clock)
+    with anyio.fail_after(5):
+        await verifier.start()
+    await refused(verifier, hmac_token(RSA.public_pem, {"alg": "HS256", "kid": "rsa-1"}, good_claims()))
+    await refused(verifier, hmac_token(RSA.public_pem, {"alg": "HS256", "kid": "hmac"}, good_claims()))
+    await refused(verifier, compact({"alg": "None", "kid": "rsa-1"}, good_claims()))
+    # Refused on the header alone: not even an unknown kid makes them worth a JWKS refetch.
+    clock.advance(10)
+    await refused(verifier, hmac_token(RSA.public_pem, {"alg": "HS256", "kid": "new"}, good_claims(now=clock.now)))
+    await refused(verifier, compact({"alg": "none", "kid": "new"}, good_claims(now=clock.now)))
+    assert jwks_server.count("/jwks.json") == 1
+    assert (await verify(verifier, sign(RSA, good_claims(now=clock.now)))).agent_id == "agent-1"
+
+
+@pytest.mark.parametrize("typ", [None, "JWT", "jwt", "at+jwt", "AT+JWT", "application/at+jwt"])
+async def test_access_token_and_legacy_jwt_types_are_accepted(verifier: TokenVerifier, typ: str | None) -> None:
+    assert (await verify(verifier, sign(EC, good_claims(), typ=typ))).agent_id == "agent-1"
+
+
+@pytest.mark.parametrize("typ", ["dpop+jwt", "logout+jwt", "secevent+jwt", "oauth-id-jag+jwt", "JOSE", 7, ["at+jwt"]])
+async def test_jwts_typed_as_something_other_than_an_access_token_are_invalid_token(
+    verifier: TokenVerifier, typ: object
+) -> None:
+    error = await refused(verifier, sign(EC, good_claims(), typ=typ))
+    assert "not an access token" in str(error)
+
+
+async def test_require_access_token_typ_accepts_only_rfc9068_typed_tokens(
+    jwks_endpoint: JWKSEndpoint, jwks_server: StubServer, http_client: httpx2.AsyncClient, clock: FakeClock
+) -> None:
+    from mcp_gateway.auth.jwks import JWKSCache
+    from mcp_gateway.auth.jwt_verifier import JWTVerifier
+
+    jwks_endpoint.keys = [EC.jwk]
+    keys = JWKSCache(
+        http_client, issuer=ISSUER, jwks_uri=jwks_server.url + "/jwks.json", algorithms={"ES256"}, clock=clock
+    )
+    verifier = JWTVerifier(keys, issuer=ISSUER, algorithms={"ES256"}, clock=clock, require_access_token_typ=True)
+    assert (await verify(verifier, sign(EC, good_claims(), typ="at+jwt"))).agent_id == "agent-1"
+    await refused(verifier, sign(EC, good_claims(), typ="JWT"))
+    await refused(verifier, sign(EC, good_claims(), typ=None))
+
+
+async def test_a_sender_constrained_token_is_not_accepted_as_a_bearer_token(verifier: TokenVerifier) -> None:
+    await refused(verifier, sign(EC, good_claims(cnf={"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"})))
+    await refused(verifier, sign(EC, good_claims(cnf={"x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"})))
