@@ -113,7 +113,7 @@ def parse_jwk(jwk: object, allowed_algorithms: frozenset[str]) -> VerificationKe
     return VerificationKey(kid=kid, kty=kty, algorithms=frozenset(algorithms), _verifiers=verifiers)
 
 
-def parse_jwks(document: object, allowed_algorithms: frozenset[str], *, fetched_at: float) -> _KeySet:
+def _parse_jwks(document: object, allowed_algorithms: frozenset[str], *, fetched_at: float) -> _KeySet:
     """RFC 7517 §5: a JWK Set; unusable members are skipped, and a set with no usable key is an error."""
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
         raise _FetchFailed("not a JWK Set")
@@ -244,7 +244,7 @@ class JWKSCache:
             with anyio.fail_after(self._timeout):
                 jwks_uri = self._jwks_uri or await self._discover()
                 document = await self._get_json(jwks_uri)
-            key_set = parse_jwks(document, self._algorithms, fetched_at=self._clock())
+            key_set = _parse_jwks(document, self._algorithms, fetched_at=self._clock())
         except Exception as exc:  # network, timeout, size, JSON or key-set failure: keep what we have
             logger.warning("JWKS refresh for %s failed (%s); keeping the previous key set", self._issuer, _why(exc))
             return False
