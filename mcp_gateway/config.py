@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mcp_gateway.confusables import confusable_pairs
 from mcp_gateway.errors import ConfigError
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
@@ -286,6 +287,18 @@ def load_allowlist(path: Path) -> tuple[dict[str, ServerEntry], str]:
                 source.file, f"servers.{name}", f"duplicates servers.{seen[name.lower()]} (case-insensitive)"
             )
         seen[name.lower()] = name
+    pairs = confusable_pairs(
+        {name: entry.url for name, entry in servers.items()},
+        {name: entry.acknowledge_confusable for name, entry in servers.items()},
+    )
+    if pairs:
+        name, other, why = pairs[0]
+        raise ConfigError(
+            source.file,
+            f"servers.{name}",
+            f"confusable with servers.{other} ({why}); a typosquat? If both are intended, add "
+            f'acknowledge_confusable = ["{other}"] to [servers.{name}]',
+        )
     return servers, hashlib.sha256(path.read_bytes()).hexdigest()
 
 
