@@ -61,19 +61,18 @@ def build_parser() -> argparse.ArgumentParser:
     from mcp_gateway import demo
 
     demo.add_commands(sub)
-    for module in ("mcp_gateway.auth.cli", "mcp_gateway.audit.cli", "mcp_gateway.allowlist_cli"):
-        try:
-            mod = __import__(module, fromlist=["add_commands"])
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            continue
-        mod.add_commands(sub)
+    from mcp_gateway import allowlist_cli
+    from mcp_gateway.audit import cli as audit_cli
+    from mcp_gateway.auth import cli as auth_cli
+
+    for module in (auth_cli, audit_cli, allowlist_cli):
+        module.add_commands(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx2").setLevel(logging.WARNING)  # one line per request is noise in a CLI
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
