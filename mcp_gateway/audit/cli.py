@@ -191,6 +191,7 @@ def _write_csv(rows: Iterable[dict[str, Any]], out: TextIO) -> None:
 
 
 _Column = tuple[str, int, float, Callable[[dict[str, Any]], str]]  # title, fixed width or 0, weight, text
+_OUTCOME_WIDTH: Final = max(map(len, ("ok", "tool_error", "upstream_error", "timeout", "denied", "aborted")))
 
 
 def _layout(terminal_width: int) -> list[tuple[str, int, Callable[[dict[str, Any]], str]]]:
@@ -211,7 +212,9 @@ def _layout(terminal_width: int) -> list[tuple[str, int, Callable[[dict[str, Any
             lambda r: r["tool"] or (f"<{r['event_type']}>" if r["event_type"] else r["method"] or ""),
         ),
         ("DECISION", 8, 0, lambda r: r["decision"] or ""),
-        ("OUTCOME", 0, 1.0, lambda r: r["outcome"] or ""),
+        # Fixed like DECISION: outcomes are a closed vocabulary ("upstream_error" is the longest), and a
+        # shortened "tool_er…" would hide the one thing the auditor scans this column for.
+        ("OUTCOME", _OUTCOME_WIDTH, 0, lambda r: r["outcome"] or ""),
     ]
     if wide:
         columns.append(("HTTP", 4, 0, lambda r: "" if r["http_status"] is None else str(r["http_status"])))

@@ -18,7 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from mcp_gateway.audit.record import GENESIS_HASH, AuditRecord, canonical_record_bytes, new_event_id, storable
+from mcp_gateway.audit.record import (
+    GENESIS_HASH,
+    AuditRecord,
+    canonical_record_bytes,
+    format_timestamp,
+    new_event_id,
+    storable,
+)
 from mcp_gateway.audit.schema import (
     INSERT_SQL,
     SCHEMA_DDL,
@@ -36,6 +43,7 @@ from mcp_gateway.errors import AuditUnavailable
 logger = logging.getLogger(__name__)
 
 DISCONTINUITY_EVENT: Final = "audit_chain_discontinuity"
+RECOVERED_EVENT: Final = "audit_store_recovered"
 
 _Waiter = asyncio.Future[None]
 # (record, waiter): a record without a waiter came from append_nowait; a waiter without a record is
@@ -86,17 +94,26 @@ class SQLiteAuditSink:
         max_queue: int = 10_000,
         max_batch: int = 1_000,
         busy_timeout_ms: int = 5_000,
+        recovery_probe_seconds: float = 5.0,
         on_open: Callable[[sqlite3.Connection], None] | None = None,
     ) -> None:
         """`on_open` runs in the writer thread once the schema is ready: a seam for tests, e.g.
-        `PRAGMA max_page_count` to make the file "full", `PRAGMA query_only` to make it read-only."""
+        `PRAGMA max_page_count` to make the file "full", `PRAGMA query_only` to make it read-only.
+
+        After a failed write, the writer tries again every `recovery_probe_seconds` while nothing else
+        is queued, by writing an `audit_store_recovered` event: a gateway that /readyz reports as not
+        ready gets no traffic, so without the probe it could never become ready again.
+        """
         if max_queue < 1 or max_batch < 1:
             raise ValueError("max_queue and max_batch must be positive")
+        if not recovery_probe_seconds > 0:
+            raise ValueError("recovery_probe_seconds must be positive")
         self.path = Path(path)
         self._max_queue = max_queue
         self._max_batch = max_batch
         self._busy_timeout_ms = busy_timeout_ms
         self._on_open = on_open
+        self._probe_seconds = recovery_probe_seconds
         self._cond = threading.Condition(threading.Lock())
         self._queue: deque[_Item] = deque()
         self._accepting = False
@@ -108,6 +125,8 @@ class SQLiteAuditSink:
         # Written by the writer thread only:
         self._appended = self._commits = self._failed_batches = self._rejected = 0
         self._lost_in_batches = self._largest_batch = 0
+        # (when, failed batches, lost records) at the first failure since the last good write:
+        self._outage: tuple[float, int, int] | None = None
         # Written under self._cond only:
         self._dropped = self._queue_full = 0
 
@@ -290,18 +309,53 @@ class SQLiteAuditSink:
 
     def _drain_forever(self, conn: sqlite3.Connection) -> None:
         while True:
+            probe = False
             with self._cond:
                 while not self._queue and not self._closing:
-                    self._cond.wait()
-                if not self._queue:
+                    if self._healthy:
+                        self._cond.wait()
+                    elif not self._cond.wait(self._probe_seconds):
+                        probe = True  # unhealthy and idle: find out whether the store can write again
+                        break
+                if not self._queue and not probe:
                     return  # closing, and everything queued has been written
                 batch = [self._queue.popleft() for _ in range(min(len(self._queue), self._max_batch))]
             try:
-                self._write(conn, batch)
+                if batch:
+                    self._write(conn, batch)
+                else:
+                    self._probe(conn)
             except Exception:  # a bug, not an I/O error: fail this batch, keep the writer alive
                 logger.exception("audit writer failed unexpectedly")
-                self._healthy = False
+                self._unhealthy()
                 self._fail(batch, "the audit writer failed")
+
+    def _unhealthy(self) -> None:
+        self._healthy = False
+        if self._outage is None:
+            self._outage = (time.time(), self._failed_batches, self.stats.lost)
+
+    def _probe(self, conn: sqlite3.Connection) -> None:
+        # The probe is a real append, so it tests what a tool call's intent needs (a new row, fsynced), and
+        # what it writes tells the auditor how long the log could not be written and what was lost.
+        assert self._outage is not None
+        since, failed, lost = self._outage
+        now = time.time()
+        detail = {
+            "unavailable_since": format_timestamp(since),
+            "failed_batches": self._failed_batches - failed,
+            "records_lost": self.stats.lost - lost,
+        }
+        event = AuditRecord(
+            phase="event",
+            timestamp=now,
+            event_id=new_event_id(now),
+            event_type=RECOVERED_EVENT,
+            detail=json.dumps(detail, separators=(",", ":")),
+        )
+        lost_before = self._lost_in_batches
+        self._write(conn, [(event, None)])
+        self._lost_in_batches = lost_before  # a failed probe lost nothing anyone asked to write
 
     def _write(self, conn: sqlite3.Connection, batch: list[_Item]) -> None:
         settlements: list[_Settlement] = [(w, None) for r, w in batch if r is None and w is not None]
@@ -341,14 +395,15 @@ class SQLiteAuditSink:
                 except sqlite3.Error:
                     logger.exception("audit rollback failed")
             # The in-memory head did not move, so the next batch chains from the last durable row.
+            self._unhealthy()
             self._failed_batches += 1
-            self._healthy = False
             logger.error("audit batch of %d records not written: %s", len(pending), exc)
             self._fail(pending, f"the audit store cannot write: {exc}")
             self._settle(settlements)
             return
         self._head = (seq, prev)
         self._healthy = True
+        self._outage = None
         if rows:
             self._commits += 1
             self._appended += len(rows)
