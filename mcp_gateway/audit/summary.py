@@ -79,7 +79,7 @@ class RefusalSummarizer:
             if window.folded:
                 due.append(self._summary(window, key[2], overflow=False))
         if self._overflow is not None and (final or now >= self._overflow.start + self.window_seconds):
-            due.append(self._summary(self._overflow, self._overflow.first.outcome, overflow=True))
+            due.append(self._summary(self._overflow, None, overflow=True))
             self._overflow = None
         return due
 
@@ -98,6 +98,7 @@ class RefusalSummarizer:
             "window_seconds": self.window_seconds,
             "first_event_id": None if overflow else first.event_id,
             "overflow": overflow,
+            "reason": reason,
         }
         return AuditRecord(
             phase="event",
@@ -105,7 +106,8 @@ class RefusalSummarizer:
             event_id=new_event_id(window.last),
             client_address=None if overflow else first.client_address,
             mcp_server=None if overflow else first.mcp_server,
-            outcome=reason,
+            # The outcome vocabulary is fixed (DESIGN.md); why the window's refusals happened is in detail.
+            outcome=first.outcome,
             http_status=None if overflow else first.http_status,
             decision=first.decision,
             event_type=SUMMARY_EVENT,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -17,6 +18,15 @@ from mcp_gateway.proxy.asgi import Scope
 from mcp_gateway.proxy.jsonrpc import ClientMessage
 
 
+def token_reference(token: str) -> str:
+    """How a record names a presented token that did not verify: its SHA-256, never its value.
+
+    The same form `Principal.token_id` takes for a verified token without a `jti`, so one token is
+    named alike whether or not it verified (SECURITY.md: records name a token by its jti or hash).
+    """
+    return "sha256:" + hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
 @dataclass(slots=True)
 class CallContext:
     """Mutable facts about one exchange, filled in as the pipeline learns them."""
@@ -29,6 +39,7 @@ class CallContext:
     event_id: str = field(default_factory=new_event_id)
     message: ClientMessage | None = None
     principal: Principal | None = None
+    token_reference: str | None = None  # `token_reference(token)` of a token that did not verify
     decision: Decision | None = None
     session_id: str | None = None
     outcome: str | None = None
@@ -75,7 +86,8 @@ class CallRecorder:
         record = self.build(ctx, "event", event_type="refusal")
         if ctx.principal is None:
             # Unauthenticated refusals are summarised so that a flood cannot fill the disk.
-            summarized = self.summarizer.observe(record, now=ctx.timestamp)
+            # Keyed by why it was refused (missing token, invalid_token, ...) when the pipeline says so.
+            summarized = self.summarizer.observe(record, now=ctx.timestamp, reason=ctx.error)
             for item in summarized:
                 self.sink.append_nowait(item)
             return
@@ -110,7 +122,7 @@ class CallRecorder:
             scope_granted=tuple(sorted(principal.scopes)) if principal else (),
             scopes_required=decision.scopes_required if decision else (),
             token_ttl=principal.ttl(ctx.timestamp) if principal else None,
-            token_id=principal.token_id if principal else None,
+            token_id=principal.token_id if principal else ctx.token_reference,
             request_context=msg.request_context if msg else None,
             decision=verdict,  # type: ignore[arg-type]
             policy_rule=decision.rule if decision else None,

@@ -85,6 +85,22 @@ def call_body(
     return {"jsonrpc": "2.0", "id": request_id, "method": method, "params": {**params, "_meta": meta}}
 
 
+async def call(
+    http: httpx2.AsyncClient,
+    url: str,
+    token: str | None,
+    method: str,
+    params: Mapping[str, Any],
+    *,
+    request_id: int | str = 1,
+    reason: str | None = None,
+) -> httpx2.Response:
+    """POST one stateless (2026-07-28) request naming a tool, resource or prompt to `url`."""
+    name = params.get("uri") if method == "resources/read" else params.get("name")
+    body = call_body(method, params, request_id=request_id, reason=reason)
+    return await http.post(url, json=body, headers=call_headers(token, method, name))
+
+
 async def call_tool(
     http: httpx2.AsyncClient,
     url: str,

@@ -24,7 +24,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import RequestParamsMeta
 
 from tests._stack import Stack, gateway_stack
-from tests.e2e._audit_support import CONTRACT_FIELDS, call_tool, digest, json_rows, run_cli, run_cli_process
+from tests.e2e._audit_support import CONTRACT_FIELDS, call, call_tool, digest, json_rows, run_cli, run_cli_process
 
 pytestmark = pytest.mark.anyio
 
@@ -34,6 +34,12 @@ ALLOWLIST = """
 echo = ["tools:read"]
 delete_everything = ["admin"]
 test_error_handling = ["tools:read"]
+
+[servers.everything.resource_scopes]
+"test://static-" = ["resources:read"]
+
+[servers.everything.prompt_scopes]
+test_prompt_with_arguments = ["prompts:read"]
 """
 TOKEN_LIFETIME = 600  # tests/_stack.py's issuer
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
@@ -63,7 +69,7 @@ def jti(token: str) -> str:
 
 def expect(
     tool: str,
-    arguments: dict[str, Any],
+    arguments: dict[str, Any] | None,
     *,
     token: str | None,
     scopes: list[str],
@@ -74,13 +80,14 @@ def expect(
     outcome: str,
     status: int,
     legacy: bool = False,
+    method: str = "tools/call",
 ) -> dict[str, Any]:
     authenticated = token is not None
     return {
         "agent_id": "agent-a" if authenticated else None,
         "delegating_user": "user-of-agent-a" if authenticated else None,
         "mcp_server": "everything",
-        "method": "tools/call",
+        "method": method,
         "tool": tool,
         "scope_granted": sorted(scopes),
         "scopes_required": required,
@@ -90,7 +97,7 @@ def expect(
         "policy_rule": rule,
         "outcome": outcome,
         "http_status": status,
-        "arguments_sha256": digest(arguments),
+        "arguments_sha256": None if arguments is None else digest(arguments),
         "_legacy": legacy,
     }
 
@@ -186,6 +193,46 @@ async def traffic(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Tra
                             status=status,
                         )
                     )
+                # 3b. A resource and a prompt are audited like tools: the URI or prompt name is the target.
+                reader = stack.token(["resources:read", "prompts:read"])
+                resource = await call(
+                    http, url, reader, "resources/read", {"uri": "test://static-text"}, reason="read the notes"
+                )
+                assert resource.status_code == 200, resource.text
+                prompt_params = {"name": "test_prompt_with_arguments", "arguments": {"arg1": "a", "arg2": "b"}}
+                prompt = await call(http, url, reader, "prompts/get", prompt_params, reason="draft a reply")
+                assert prompt.status_code == 200, prompt.text
+                for method, target, required, rule, why in (
+                    (
+                        "resources/read",
+                        "test://static-text",
+                        "resources:read",
+                        "resource_scopes[test://static-]",
+                        "read the notes",
+                    ),
+                    (
+                        "prompts/get",
+                        "test_prompt_with_arguments",
+                        "prompts:read",
+                        "prompt_scopes.test_prompt_with_arguments",
+                        "draft a reply",
+                    ),
+                ):
+                    expected.append(
+                        expect(
+                            target,
+                            None,  # the contract digests tool-call arguments only
+                            token=reader,
+                            scopes=["resources:read", "prompts:read"],
+                            required=[required],
+                            reason=why,
+                            decision="allow",
+                            rule=rule,
+                            outcome="ok",
+                            status=200,
+                            method=method,
+                        )
+                    )
                 # 4. No token at all: 401, never forwarded.
                 anonymous = await call_tool(http, url, None, "echo", {"message": "who am i"}, reason="anonymous")
                 assert anonymous.status_code == 401
@@ -238,7 +285,8 @@ async def traffic(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Tra
                         status=200,
                     )
                 )
-    yield Traffic(stack, started, time.time(), {"read": read, "admin": admin}, sessions, expected)
+    tokens = {"read": read, "admin": admin, "reader": reader}
+    yield Traffic(stack, started, time.time(), tokens, sessions, expected)
 
 
 def query(capsys: pytest.CaptureFixture[str], traffic: Traffic, *options: str) -> list[dict[str, Any]]:
@@ -280,6 +328,8 @@ async def test_audit_query_finds_every_allowed_and_refused_call_with_every_contr
     # Only what the policy allowed reached the upstream; the stepped-up retry exactly once.
     forwarded = [call["params"]["name"] for call in traffic.stack.tap.calls("tools/call")]
     assert forwarded == ["echo", "echo", "delete_everything", "test_error_handling"]
+    assert [c["params"]["uri"] for c in traffic.stack.tap.calls("resources/read")] == ["test://static-text"]
+    assert [c["params"]["name"] for c in traffic.stack.tap.calls("prompts/get")] == ["test_prompt_with_arguments"]
 
 
 async def test_no_audit_record_holds_a_raw_token(traffic: Traffic, capsys: pytest.CaptureFixture[str]) -> None:
@@ -370,7 +420,7 @@ async def test_table_and_csv_formats_print_the_same_rows(
         assert parsed["decision"] == row["decision"]
         assert parsed["scope_granted"] == " ".join(row["scope_granted"])
         assert parsed["token_ttl"] == ("" if row["token_ttl"] is None else str(row["token_ttl"]))
-        assert parsed["arguments_sha256"] == row["arguments_sha256"]
+        assert parsed["arguments_sha256"] == (row["arguments_sha256"] or "")
         assert parsed["request_context"] == (row["request_context"] or "")
 
     monkeypatch.setenv("COLUMNS", "100")
