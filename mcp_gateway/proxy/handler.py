@@ -35,7 +35,7 @@ from mcp_gateway.proxy.recording import CallRecorder
 from mcp_gateway.proxy.relay import StreamState, UpstreamMessageJudge
 from mcp_gateway.proxy.route import Route
 from mcp_gateway.proxy.sessions import SessionClaims, SessionSealer, principal_fingerprint
-from mcp_gateway.proxy.streaming import DisconnectWatch, relay_response
+from mcp_gateway.proxy.streaming import DisconnectWatch, RelayOptions, relay_response
 from mcp_gateway.transport.guard import OriginGuard
 
 MODERN_VERSIONS = ("2026-07-28",)
@@ -255,11 +255,10 @@ class McpEndpoint:
         send: Send,
     ) -> None:
         upstream_headers = self._upstream_headers(route, headers, claims, content_type=True)
-        state = StreamState(
-            request_id=msg.id if msg.kind == "request" else None,
-            request_method=msg.method,
+        state = StreamState(request_id=msg.id if msg.kind == "request" else None, request_method=msg.method)
+        judge = UpstreamMessageJudge(
+            route.policy, principal.scopes, governs_server_requests=not era.modern, secret=route.credential_secret
         )
-        judge = UpstreamMessageJudge(route.policy, principal.scopes, governs_server_requests=not era.modern)
         seal = None
         if msg.method == "initialize" and not era.modern:
             fingerprint = principal_fingerprint(principal.binding_key())
@@ -267,31 +266,51 @@ class McpEndpoint:
             def seal(upstream_id: str) -> str:
                 return self.sealer.seal(SessionClaims(route.name, upstream_id, fingerprint, int(self.clock())))
 
+        options = RelayOptions(
+            max_event_bytes=self.config.max_event_bytes,
+            max_body_bytes=self.config.max_body_bytes,
+            session_sent=claims is not None and bool(claims.upstream_session_id),
+            seal=seal,
+            resumable=not era.modern,
+            reject_server_request=None if era.modern else self._rejecter(route, claims, era),
+        )
+        audited = msg.method in AUDITED_METHODS
         try:
-            async with DisconnectWatch(receive) as watch:
-                try:
-                    response = await route.pool.request("POST", route.upstream_path, upstream_headers, body)
-                except UpstreamError as exc:
-                    await self._upstream_failed(send, ctx, exc, msg)
-                    return
-                await relay_response(
-                    response,
-                    send=send,
-                    judge=judge,
-                    state=state,
-                    ctx=ctx,
-                    max_event_bytes=self.config.max_event_bytes,
-                    max_body_bytes=self.config.max_body_bytes,
-                    session_sent=claims is not None,
-                    seal=seal,
-                )
-            if watch.disconnected:
-                ctx.outcome = "aborted"
-                ctx.http_status = 499
-        finally:
-            self._answer_rejected_server_requests(route, state, claims, era)
-            if msg.method in AUDITED_METHODS and ctx.outcome_pending():
+            await self._exchange(route, "POST", upstream_headers, body, judge, state, ctx, options, receive, send)
+        except HTTPError:
+            raise  # the refusal that answers it closes the audit record with its status
+        except BaseException:
+            if audited and ctx.outcome_pending():
+                ctx.outcome = ctx.outcome or "aborted"
                 self.recorder.outcome(ctx)
+            raise
+        if audited and ctx.outcome_pending():
+            self.recorder.outcome(ctx)
+
+    async def _exchange(
+        self,
+        route: Route,
+        method: str,
+        upstream_headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        judge: UpstreamMessageJudge,
+        state: StreamState,
+        ctx: Any,
+        options: RelayOptions,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        """One upstream request and its relayed response, cut short if the client goes away."""
+        async with DisconnectWatch(receive, send) as watch:
+            try:
+                response = await route.pool.request(method, route.upstream_path, upstream_headers, body)
+            except UpstreamError as exc:
+                await self._upstream_failed(watch.send, ctx, exc, state.request_id)
+            else:
+                await relay_response(response, send=watch.send, judge=judge, state=state, ctx=ctx, options=options)
+        if watch.disconnected:
+            ctx.outcome = "aborted"
+            ctx.http_status = 499
 
     def _upstream_headers(
         self, route: Route, headers: Headers, claims: SessionClaims | None, *, content_type: bool
@@ -307,26 +326,24 @@ class McpEndpoint:
             out.append(route.credential)
         return out
 
-    async def _upstream_failed(
-        self, send: Send, ctx: Any, exc: UpstreamError, msg: jsonrpc.ClientMessage | None
-    ) -> None:
+    async def _upstream_failed(self, send: Send, ctx: Any, exc: UpstreamError, request_id: Any) -> None:
         timeout = isinstance(exc, UpstreamTimeout)
         status = 504 if timeout else 502
         ctx.outcome = "timeout" if timeout else "upstream_error"
         ctx.http_status = status
         ctx.error = type(exc).__name__
         text = "Gateway Timeout: the upstream did not answer in time" if timeout else "Bad Gateway: the upstream failed"
-        await respond(send, status, jsonrpc.error_body(msg.id if msg else None, jsonrpc.INTERNAL_ERROR, text))
+        await respond(send, status, jsonrpc.error_body(request_id, jsonrpc.INTERNAL_ERROR, text))
 
-    def _answer_rejected_server_requests(
-        self, route: Route, state: StreamState, claims: SessionClaims | None, era: Era
-    ) -> None:
-        for request_id, method in state.rejected_server_requests:
+    def _rejecter(self, route: Route, claims: SessionClaims | None, era: Era) -> Callable[[Any, str], None]:
+        def reject(request_id: Any, method: str) -> None:
             task = asyncio.get_running_loop().create_task(
                 self._reject_server_request(route, claims, era, request_id, method)
             )
             self._background.add(task)
             task.add_done_callback(self._background.discard)
+
+        return reject
 
     async def _reject_server_request(
         self, route: Route, claims: SessionClaims | None, era: Era, request_id: Any, method: str
@@ -367,28 +384,20 @@ class McpEndpoint:
         era = Era(False, version)
         claims = self._session(route, headers, principal, ctx, era, initialize=False)
         upstream_headers = self._upstream_headers(route, headers, claims, content_type=False)
-        judge = UpstreamMessageJudge(route.policy, principal.scopes, governs_server_requests=True)
-        state = StreamState()
-        try:
-            async with DisconnectWatch(receive):
-                try:
-                    response = await route.pool.request(method, route.upstream_path, upstream_headers)
-                except UpstreamError as exc:
-                    await self._upstream_failed(send, ctx, exc, None)
-                    return
-                await relay_response(
-                    response,
-                    send=send,
-                    judge=judge,
-                    state=state,
-                    ctx=ctx,
-                    max_event_bytes=self.config.max_event_bytes,
-                    max_body_bytes=self.config.max_body_bytes,
-                    session_sent=True,
-                    seal=None,
-                )
-        finally:
-            self._answer_rejected_server_requests(route, state, claims, era)
+        judge = UpstreamMessageJudge(
+            route.policy, principal.scopes, governs_server_requests=True, secret=route.credential_secret
+        )
+        # A GET with Last-Event-ID replays a POST stream, whose response may be among the events.
+        state = StreamState(resumed=method == "GET" and header(headers, b"last-event-id") is not None)
+        options = RelayOptions(
+            max_event_bytes=self.config.max_event_bytes,
+            max_body_bytes=self.config.max_body_bytes,
+            session_sent=bool(claims is not None and claims.upstream_session_id),
+            seal=None,
+            resumable=True,
+            reject_server_request=self._rejecter(route, claims, era),
+        )
+        await self._exchange(route, method, upstream_headers, b"", judge, state, ctx, options, receive, send)
 
     # -- refusals ---------------------------------------------------------------------------------
 
@@ -399,7 +408,7 @@ class McpEndpoint:
         )
         head = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra]
         ctx.http_status = exc.status_code
-        ctx.outcome = "denied"
+        ctx.outcome = ctx.outcome or "denied"  # a relay that raised has already said what happened
         if isinstance(exc, InsufficientScope):
             ctx.step_up = True
         if exc.status_code == 499:

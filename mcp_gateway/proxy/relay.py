@@ -27,9 +27,11 @@ class StreamState:
 
     request_id: Any = None  # the id the client sent on this POST, or None for GET streams
     request_method: str | None = None
+    resumed: bool = False  # a GET with Last-Event-ID: it replays a POST stream, whose response may be on it
     answered: bool = False
-    outcome: str | None = None  # ok | tool_error | upstream_error
+    outcome: str | None = None  # ok | tool_error | upstream_error | server_request_refused
     garbage: int = 0
+    last_event_id: bytes | None = None  # the newest SSE event id relayed: the client can resume after it
     rejected_server_requests: list[tuple[Any, str]] = field(default_factory=list)
 
 
@@ -39,9 +41,18 @@ class UpstreamMessageJudge:
 
     policy: ServerPolicy
     granted: frozenset[str]
-    governs_server_requests: bool  # handshake eras only: 2026-07-28 has no server-to-client requests
+    governs_server_requests: bool  # handshake eras; at 2026-07-28 a server-to-client request is dropped
+    secret: bytes | None = None  # the gateway's upstream credential
+
+    def redact(self, data: bytes) -> bytes:
+        """SECURITY.md: the injected credential never appears in responses, even if the upstream echoes it."""
+        secret = self.secret
+        if secret is not None and secret in data:
+            return data.replace(secret, b"[REDACTED]")
+        return data
 
     def judge(self, data: bytes, state: StreamState) -> bytes | None:
+        data = self.redact(data)
         try:
             message = json.loads(data)
         except (ValueError, RecursionError):
@@ -55,10 +66,15 @@ class UpstreamMessageJudge:
             if not isinstance(method, str):
                 state.garbage += 1
                 return None
-            if "id" in message and self.governs_server_requests and not self.policy.allows_server_request(method):
-                # The admin did not allow this server-to-client request (sampling, elicitation, roots).
-                state.rejected_server_requests.append((message.get("id"), method))
-                return None
+            if "id" in message:
+                if not self.governs_server_requests:
+                    # MCP 2026-07-28 has no server-to-client requests (input-required results replace them).
+                    state.garbage += 1
+                    return None
+                if not self.policy.allows_server_request(method):
+                    # The admin did not allow this server-to-client request (sampling, elicitation, roots).
+                    state.rejected_server_requests.append((message.get("id"), method))
+                    return None
             return data
         if "result" not in message and "error" not in message:
             state.garbage += 1
@@ -71,13 +87,44 @@ class UpstreamMessageJudge:
                 return None
             state.answered = True
             state.outcome = _outcome(message)
+        elif not state.resumed:
+            # MCP transports §Listening for Messages: the standalone GET stream carries no responses
+            # (only a resumed stream replays one).
+            state.garbage += 1
+            return None
         result = message.get("result")
         if isinstance(result, dict):
+            if "inputRequests" in result:
+                refused = self._refused_input_request(result["inputRequests"])
+                if refused is not None:
+                    # MCP 2026-07-28 asks the client through an input-required result instead of a
+                    # server-to-client request; the same `server_requests` policy governs it.
+                    state.outcome = "server_request_refused"
+                    return json.dumps(
+                        {
+                            "jsonrpc": "2.0",
+                            "id": msg_id,
+                            "error": {"code": -32600, "message": f"{refused} is not permitted by the gateway"},
+                        },
+                        separators=(",", ":"),
+                    ).encode()
             list_method = state.request_method if state.request_method in _LIST_METHODS else _infer_list(result)
             if list_method is not None:
                 message["result"] = filter_list_result(list_method, result, self.policy, self.granted)
                 return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
         return data
+
+    def _refused_input_request(self, requests: Any) -> str | None:
+        """The first method in an `inputRequests` map that the policy does not allow, if any."""
+        if not isinstance(requests, dict):
+            return "an input request"
+        for request in requests.values():
+            method = request.get("method") if isinstance(request, dict) else None
+            if not isinstance(method, str):
+                return "an input request"
+            if not self.policy.allows_server_request(method):
+                return method
+        return None
 
 
 _LIST_METHODS = frozenset(m for _, m in _LIST_KEYS)

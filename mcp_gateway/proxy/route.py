@@ -27,6 +27,7 @@ class Route:
     policy: ServerPolicy
     upstream_path: str
     credential: tuple[bytes, bytes] | None  # header injected toward the upstream, never shown to clients
+    credential_secret: bytes | None  # the secret inside it, redacted from anything the upstream echoes back
     upstream_identity: str  # what the audit records as the verified upstream
     rate_limits: RateLimits
 
@@ -41,6 +42,7 @@ def build_routes(
     routes: dict[str, Route] = {}
     for name, entry in config.servers.items():
         pool = pools[name] if pools is not None and name in pools else _make_pool(config, entry)
+        credential = _credential(entry, secrets)
         routes[name] = Route(
             name=name,
             entry=entry,
@@ -49,7 +51,8 @@ def build_routes(
             pool=pool,
             policy=ServerPolicy.from_entry(entry, hierarchy),
             upstream_path=pool.path,
-            credential=_credential(entry, secrets),
+            credential=credential,
+            credential_secret=_secret_of(entry, credential),
             upstream_identity=entry.url,
             rate_limits=effective_rate_limits(config.rate_limits, entry),
         )
@@ -85,3 +88,16 @@ def _credential(entry: ServerEntry, secrets: Mapping[str, str]) -> tuple[bytes, 
     if cred.type == "bearer":
         return (b"authorization", b"Bearer " + value.encode("latin-1"))
     return (cred.header.lower().encode("latin-1"), value.encode("latin-1"))
+
+
+# Shorter secrets could match JSON syntax or ordinary words; redacting them would corrupt messages.
+_MIN_REDACTED_SECRET = 8
+
+
+def _secret_of(entry: ServerEntry, credential: tuple[bytes, bytes] | None) -> bytes | None:
+    if credential is None or entry.credentials is None:
+        return None
+    value = credential[1]
+    if entry.credentials.type == "bearer":
+        value = value.removeprefix(b"Bearer ")
+    return value if len(value) >= _MIN_REDACTED_SECRET else None

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 from mcp_gateway.errors import SessionNotFound, UpstreamError, UpstreamProtocolError, UpstreamTimeout
 from mcp_gateway.proxy import jsonrpc
-from mcp_gateway.proxy.asgi import Receive, Send, respond
+from mcp_gateway.proxy.asgi import Message, Receive, Send, respond
 from mcp_gateway.proxy.relay import StreamState, UpstreamMessageJudge
 from mcp_gateway.proxy.sse import SSEParser, frame
 from mcp_gateway.upstream.http11 import UpstreamResponse
@@ -21,6 +22,9 @@ _SSE_HEADERS = [
     # nginx and friends buffer responses unless told not to; SSE must flow event by event.
     (b"x-accel-buffering", b"no"),
 ]
+# Upstream statuses that speak about the gateway's own credential, never about the client's token:
+# relaying them would send the client into an OAuth flow that cannot help.
+_CREDENTIAL_STATUSES = frozenset({401, 403, 407})
 
 
 class DisconnectWatch:
@@ -29,14 +33,25 @@ class DisconnectWatch:
     MCP 2026-07-28: closing the response stream is cancellation, so the upstream connection is
     closed. In the handshake eras disconnection is not cancellation: closing our leg lets the
     upstream keep the messages for the client to resume with Last-Event-ID.
+
+    Send the response through `watch.send`: once its last body message is out, a disconnect (which
+    servers such as uvicorn report as soon as the response is complete) cancels nothing.
     """
 
-    def __init__(self, receive: Receive) -> None:
+    __slots__ = ("_done", "_receive", "_send", "_task", "_watcher", "disconnected")
+
+    def __init__(self, receive: Receive, send: Send) -> None:
         self._receive = receive
+        self._send = send
         self.disconnected = False
         self._done = False
         self._task: asyncio.Task[Any] | None = None
         self._watcher: asyncio.Task[None] | None = None
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            self._done = True
+        await self._send(message)
 
     async def __aenter__(self) -> DisconnectWatch:
         self._task = asyncio.current_task()
@@ -58,10 +73,24 @@ class DisconnectWatch:
         self._done = True
         if self._watcher is not None:
             self._watcher.cancel()
-        if self.disconnected and exc_type is asyncio.CancelledError and self._task is not None:
-            self._task.uncancel()
-            return True
+        if self.disconnected and exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
+            assert self._task is not None
+            # Swallow our own cancellation only: if someone else (a shutdown) also cancelled this
+            # task, the count stays above zero and the CancelledError goes on.
+            return self._task.uncancel() == 0
         return False
+
+
+@dataclass(slots=True)
+class RelayOptions:
+    """How one response is relayed; built per request by the handler."""
+
+    max_event_bytes: int
+    max_body_bytes: int
+    session_sent: bool  # the request carried an upstream session id: a 404 means the session ended
+    seal: Callable[[str], str] | None  # initialize: seals the upstream's session id into the gateway's
+    resumable: bool  # handshake era: a stream closed after an event id is resumed, not failed
+    reject_server_request: Callable[[Any, str], None] | None  # answers a refused server request upstream
 
 
 async def relay_response(
@@ -71,13 +100,10 @@ async def relay_response(
     judge: UpstreamMessageJudge,
     state: StreamState,
     ctx: Any,
-    max_event_bytes: int,
-    max_body_bytes: int,
-    session_sent: bool,
-    seal: Callable[[str], str] | None,
+    options: RelayOptions,
 ) -> None:
     try:
-        await _relay(response, send, judge, state, ctx, max_event_bytes, max_body_bytes, session_sent, seal)
+        await _relay(response, send, judge, state, ctx, options)
     finally:
         await response.aclose()
 
@@ -88,40 +114,52 @@ async def _relay(
     judge: UpstreamMessageJudge,
     state: StreamState,
     ctx: Any,
-    max_event_bytes: int,
-    max_body_bytes: int,
-    session_sent: bool,
-    seal: Callable[[str], str] | None,
+    options: RelayOptions,
 ) -> None:
     status = response.status
-    if status == 404 and session_sent:
+    if status == 404 and options.session_sent:
         # MCP transports §Session Management: the upstream ended the session; the client gets 404 and
         # re-initializes with a new one.
+        ctx.outcome = "session_not_found"
+        ctx.http_status = 404
         raise SessionNotFound("Session not found")
     extra: list[tuple[bytes, bytes]] = []
-    if seal is not None and status == 200:
-        upstream_id = response.header(b"mcp-session-id")
-        if upstream_id is not None:
-            # The upstream's id never reaches the client: only the sealed gateway id does.
-            extra.append((b"mcp-session-id", seal(upstream_id.decode("latin-1")).encode("ascii")))
+    if options.seal is not None and status == 200:
+        # The upstream's id never reaches the client: only the sealed gateway id does. An upstream
+        # that runs without sessions still gets one from us, so that the client's next requests
+        # (which must carry it) stay bound to this principal.
+        upstream_id = response.header(b"mcp-session-id") or b""
+        extra.append((b"mcp-session-id", options.seal(upstream_id.decode("latin-1")).encode("ascii")))
     content_type = (response.header(b"content-type") or b"").split(b";", 1)[0].strip().lower()
     ctx.http_status = status
     if content_type == b"text/event-stream" and status == 200:
-        await _relay_sse(response, send, judge, state, ctx, max_event_bytes, extra)
+        await _relay_sse(response, send, judge, state, ctx, options, extra)
         return
-    body = await _read(response, max_body_bytes, state, ctx)
+    body = await _read(response, options.max_body_bytes, ctx)
     if body is None:
         await _fail(send, state, ctx, "Bad Gateway: the upstream's response could not be read")
         return
+    if status in _CREDENTIAL_STATUSES:
+        await _fail(send, state, ctx, f"Bad Gateway: the upstream refused the gateway's credentials ({status})")
+        return
     if status == 202 or (not body and status < 300):
+        if state.request_id is not None:
+            # MCP transports §Sending Messages: a request is answered with JSON or an SSE stream.
+            await _fail(send, state, ctx, f"Bad Gateway: the upstream answered {status} without a response")
+            return
         ctx.outcome = ctx.outcome or "ok"
         await respond(send, status, b"", extra)
+        return
+    if status == 405:
+        # The upstream offers no standalone stream or no session termination (both are optional).
+        ctx.outcome = "upstream_error"
+        await respond(send, 405, jsonrpc.error_body(None, jsonrpc.INVALID_REQUEST, "Method Not Allowed upstream"))
         return
     if content_type != b"application/json":
         await _fail(send, state, ctx, f"Bad Gateway: the upstream answered {status} with an unusable body")
         return
     if status >= 400:
-        await _relay_error(send, status, body, state, ctx)
+        await _relay_error(send, status, judge.redact(body), state, ctx)
         return
     out = judge.judge(body, state)
     if out is None or (state.request_id is not None and not state.answered):
@@ -131,7 +169,7 @@ async def _relay(
     await respond(send, status, out, extra)
 
 
-async def _read(response: UpstreamResponse, cap: int, state: StreamState, ctx: Any) -> bytes | None:
+async def _read(response: UpstreamResponse, cap: int, ctx: Any) -> bytes | None:
     try:
         return await response.read(cap)
     except UpstreamError as exc:
@@ -146,7 +184,7 @@ async def _relay_error(send: Send, status: int, body: bytes, state: StreamState,
         message = json.loads(body)
         error = message["error"]
         code, text = error["code"], error["message"]
-        if not isinstance(code, int) or not isinstance(text, str):
+        if not isinstance(code, int) or isinstance(code, bool) or not isinstance(text, str):
             raise TypeError
     except (ValueError, KeyError, TypeError, RecursionError):
         await _fail(send, state, ctx, f"Bad Gateway: the upstream answered {status}")
@@ -167,22 +205,35 @@ async def _relay_sse(
     judge: UpstreamMessageJudge,
     state: StreamState,
     ctx: Any,
-    max_event_bytes: int,
+    options: RelayOptions,
     extra: list[tuple[bytes, bytes]],
 ) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, *extra]})
-    parser = SSEParser(max_event_bytes)
+    parser = SSEParser(options.max_event_bytes)
+    reject = options.reject_server_request
     failure: str | None = None
     try:
         async for chunk in response.aiter_body():
             for event in parser.feed(chunk):
-                if event.data is None:
-                    await send({"type": "http.response.body", "body": event.raw, "more_body": True})
-                    continue
-                out = judge.judge(event.data, state)
-                if out is None:
-                    continue
-                raw = event.raw if out is event.data else frame(out, event_id=event.id, event=event.event)
+                data = event.data
+                if data:
+                    out = judge.judge(data, state)
+                    if state.rejected_server_requests:
+                        # Answer a refused server request at once: the upstream is waiting for it, and
+                        # this stream does not end until it gets an answer.
+                        for request_id, method in state.rejected_server_requests:
+                            if reject is not None:
+                                reject(request_id, method)
+                        state.rejected_server_requests.clear()
+                    if out is None:
+                        continue
+                else:
+                    # No message: a keep-alive comment, or a priming event (an id with empty data) that
+                    # lets the client resume before the first message arrives (MCP 2025-11-25).
+                    out = data
+                if event.id is not None:
+                    state.last_event_id = event.id
+                raw = frame(out, event_id=event.id, event=event.event, retry=event.retry)
                 await send({"type": "http.response.body", "body": raw, "more_body": True})
         parser.close()
     except UpstreamTimeout:
@@ -192,11 +243,16 @@ async def _relay_sse(
     except UpstreamError:
         ctx.outcome, failure = "upstream_error", "Bad Gateway: the upstream connection failed"
     if state.request_id is not None and not state.answered:
-        # The client is owed an answer: say what happened instead of leaving it waiting.
-        failure = failure or "Bad Gateway: the upstream ended the stream without a valid response"
-        ctx.outcome = ctx.outcome or "upstream_error"
-        error = jsonrpc.error_body(state.request_id, jsonrpc.INTERNAL_ERROR, failure)
-        await send({"type": "http.response.body", "body": frame(error), "more_body": True})
+        if failure is None and options.resumable and state.last_event_id is not None:
+            # MCP transports (2025-11-25) §Resumability: the server may close the stream after an event
+            # with an id; the client resumes with GET + Last-Event-ID and gets the answer there.
+            ctx.outcome = "stream_closed"
+        else:
+            # The client is owed an answer: say what happened instead of leaving it waiting.
+            failure = failure or "Bad Gateway: the upstream ended the stream without a valid response"
+            ctx.outcome = ctx.outcome or "upstream_error"
+            error = jsonrpc.error_body(state.request_id, jsonrpc.INTERNAL_ERROR, failure)
+            await send({"type": "http.response.body", "body": frame(error), "more_body": True})
     elif state.answered:
         ctx.outcome = state.outcome
     await send({"type": "http.response.body", "body": b"", "more_body": False})

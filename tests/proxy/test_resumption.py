@@ -1,0 +1,93 @@
+"""Handshake-era streams dropped by the client: nothing is cancelled and Last-Event-ID gets the rest."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+
+from tests._stack import Stack, gateway_stack
+from tests.proxy._support import (
+    HANDSHAKE,
+    Event,
+    call_body,
+    messages_until_response,
+    open_session,
+    post_headers,
+    read_events,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(scope="module")
+async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    async with gateway_stack(tmp_path_factory.mktemp("resumption")) as stack:
+        yield stack
+
+
+async def _first_message_event(response: httpx2.Response) -> Event:
+    async for event in read_events(response):
+        if event.data:
+            return event
+    raise AssertionError("the stream ended without a message")
+
+
+def _resume_headers(token: str, session: str, last_event_id: str) -> dict[str, str]:
+    return {
+        **post_headers(token, version=HANDSHAKE, session=session),
+        "accept": "text/event-stream",
+        "last-event-id": last_event_id,
+    }
+
+
+async def test_dropped_post_stream_is_resumed_with_last_event_id(stack: Stack) -> None:
+    token = stack.token()
+    async with httpx2.AsyncClient(timeout=10) as http:
+        with anyio.fail_after(10):
+            session = await open_session(http, stack, token)
+            body = call_body("emit_progress", {"steps": 4}, request_id=7, _meta={"progressToken": "resume-me"})
+            headers = post_headers(token, version=HANDSHAKE, session=session)
+            async with http.stream("POST", stack.mcp_url(), headers=headers, json=body) as response:
+                first = await _first_message_event(response)
+            # The connection is gone mid-stream; the client comes back for the rest.
+            assert first.id is not None
+            async with http.stream(
+                "GET", stack.mcp_url(), headers=_resume_headers(token, session, first.id)
+            ) as resumed:
+                assert resumed.status_code == 200
+                rest = await messages_until_response(resumed, 7)
+    assert first.message()["params"]["progress"] == 1
+    assert [m["params"]["progress"] for m in rest[:-1]] == [2, 3, 4]
+    assert rest[-1]["result"]["content"][0]["text"] == "emitted 4 progress notifications"
+
+
+async def test_dropping_a_handshake_stream_does_not_cancel_the_upstream_call(stack: Stack) -> None:
+    # ask_model blocks upstream until the client answers its sampling request: the client drops the
+    # stream while the call is in flight, answers, and resumes to collect the tool's result.
+    token = stack.token()
+    async with httpx2.AsyncClient(timeout=10) as http:
+        with anyio.fail_after(10):
+            session = await open_session(http, stack, token)
+            headers = post_headers(token, version=HANDSHAKE, session=session)
+            body = call_body("ask_model", {"prompt": "still there?"}, request_id=9)
+            async with http.stream("POST", stack.mcp_url(), headers=headers, json=body) as response:
+                sampling = await _first_message_event(response)
+            request: dict[str, Any] = sampling.message()
+            assert request["method"] == "sampling/createMessage"
+            answer = {
+                "jsonrpc": "2.0",
+                "id": request["id"],
+                "result": {"role": "assistant", "content": {"type": "text", "text": "yes"}, "model": "m"},
+            }
+            accepted = await http.post(stack.mcp_url(), headers=headers, json=answer)
+            assert accepted.status_code == 202
+            assert sampling.id is not None
+            async with http.stream(
+                "GET", stack.mcp_url(), headers=_resume_headers(token, session, sampling.id)
+            ) as resumed:
+                rest = await messages_until_response(resumed, 9)
+    assert rest[-1]["result"]["content"][0]["text"] == "model said: yes"

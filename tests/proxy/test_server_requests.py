@@ -1,0 +1,112 @@
+"""Server-to-client requests the allowlist does not permit never reach the client, in either era."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import anyio
+import mcp.types as types
+import pytest
+from mcp.client.session import ClientRequestContext
+from mcp.shared.exceptions import MCPError
+
+from examples.everything_server import build_app
+from tests._stack import DEFAULT_ALLOWLIST, Stack, gateway_stack
+from tests.proxy._support import EarlyTap, sdk_client
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(scope="module")
+async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    tap = EarlyTap(build_app())
+    allowlist = 'server_requests = ["elicitation"]\n' + DEFAULT_ALLOWLIST
+    async with gateway_stack(
+        tmp_path_factory.mktemp("server-requests"), allowlist=allowlist, upstream_app=tap
+    ) as stack:
+        stack.extra["early"] = tap
+        yield stack
+
+
+class Callbacks:
+    def __init__(self) -> None:
+        self.sampled: list[str] = []
+        self.elicited: list[str] = []
+
+    async def sample(
+        self, context: ClientRequestContext, params: types.CreateMessageRequestParams
+    ) -> types.CreateMessageResult:
+        self.sampled.append(params.messages[0].content.text)  # type: ignore[union-attr]
+        return types.CreateMessageResult(role="assistant", content=types.TextContent(type="text", text="no"), model="m")
+
+    async def elicit(self, context: ClientRequestContext, params: types.ElicitRequestParams) -> types.ElicitResult:
+        self.elicited.append(params.message)
+        return types.ElicitResult(action="accept", content={"answer": "blue"})
+
+
+async def test_refused_sampling_request_is_answered_upstream_by_the_gateway_not_relayed(stack: Stack) -> None:
+    callbacks = Callbacks()
+    tap: EarlyTap = stack.extra["early"]
+    with anyio.fail_after(10):  # the upstream waits for an answer: without one, this would hang
+        async with sdk_client(
+            stack,
+            stack.token(),
+            mode="legacy",
+            sampling_callback=callbacks.sample,
+            elicitation_callback=callbacks.elicit,
+        ) as client:
+            with pytest.raises(MCPError) as raised:
+                await client.call_tool("ask_model", {"prompt": "may I?"})
+    assert callbacks.sampled == []
+    # The upstream's own error, caused by the gateway's answer to its sampling request:
+    assert raised.value.error.message == "sampling/createMessage is not permitted by the gateway"
+    answers = [m for m in tap.messages if "error" in m and "method" not in m]
+    assert [a["error"] for a in answers] == [
+        {"code": -32600, "message": "sampling/createMessage is not permitted by the gateway"}
+    ]
+
+
+async def test_permitted_elicitation_request_is_relayed(stack: Stack) -> None:
+    callbacks = Callbacks()
+    with anyio.fail_after(10):
+        async with sdk_client(
+            stack,
+            stack.token(),
+            mode="legacy",
+            sampling_callback=callbacks.sample,
+            elicitation_callback=callbacks.elicit,
+        ) as client:
+            result = await client.call_tool("ask_user", {"question": "favourite colour?"})
+    assert callbacks.elicited == ["favourite colour?"]
+    assert result.content[0].text == "user action=accept, answer=blue"  # type: ignore[union-attr]
+
+
+async def test_refused_sampling_input_request_in_2026_07_28_becomes_an_error(stack: Stack) -> None:
+    callbacks = Callbacks()
+    with anyio.fail_after(10):
+        async with sdk_client(
+            stack,
+            stack.token(),
+            mode="2026-07-28",
+            sampling_callback=callbacks.sample,
+            elicitation_callback=callbacks.elicit,
+        ) as client:
+            with pytest.raises(MCPError) as raised:
+                await client.call_tool("ask_model", {"prompt": "may I?"})
+    assert callbacks.sampled == []
+    assert raised.value.error.message == "sampling/createMessage is not permitted by the gateway"
+
+
+async def test_permitted_elicitation_input_request_in_2026_07_28_is_relayed(stack: Stack) -> None:
+    callbacks = Callbacks()
+    with anyio.fail_after(10):
+        async with sdk_client(
+            stack,
+            stack.token(),
+            mode="2026-07-28",
+            sampling_callback=callbacks.sample,
+            elicitation_callback=callbacks.elicit,
+        ) as client:
+            result = await client.call_tool("ask_user", {"question": "favourite colour?"})
+    assert callbacks.elicited == ["favourite colour?"]
+    assert result.content[0].text == "user action=accept, answer=blue"  # type: ignore[union-attr]

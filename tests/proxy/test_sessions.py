@@ -1,0 +1,190 @@
+"""Sealed session ids: the sealer itself, and how the gateway binds sessions to routes and principals."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+
+import anyio
+import httpx2
+import pytest
+
+from mcp_gateway.audit.sink import MemoryAuditSink
+from mcp_gateway.errors import SessionNotFound
+from mcp_gateway.proxy.sessions import SessionClaims, SessionSealer, principal_fingerprint
+from tests._stack import Stack, gateway_stack
+from tests.proxy._support import HANDSHAKE, call_body, json_error, open_session, post_headers
+
+KEY = bytes(range(32))
+ALICE = principal_fingerprint("issuer|agent-a|user-a")
+BOB = principal_fingerprint("issuer|agent-b|user-b")
+
+
+def _claims(upstream: str = "upstream-session-1") -> SessionClaims:
+    return SessionClaims("everything", upstream, ALICE, 1_700_000_000)
+
+
+# -- the sealer --------------------------------------------------------------------------------------
+
+
+def test_sealed_id_opens_to_the_claims_it_was_sealed_with() -> None:
+    sealer = SessionSealer(KEY)
+    assert sealer.open(sealer.seal(_claims()), server="everything", principal=ALICE) == _claims()
+
+
+def test_sealed_id_is_visible_ascii_and_never_contains_the_upstream_id() -> None:
+    sealed = SessionSealer(KEY).seal(_claims("UPSTREAM-SECRET-ID"))
+    assert all(0x21 <= ord(c) <= 0x7E for c in sealed)
+    assert "UPSTREAM" not in sealed
+    assert b"UPSTREAM" not in base64.urlsafe_b64decode(sealed + "=" * (-len(sealed) % 4))
+
+
+def test_sealing_twice_gives_different_ids() -> None:
+    sealer = SessionSealer(KEY)
+    assert sealer.seal(_claims()) != sealer.seal(_claims())
+
+
+def test_any_sealer_holding_the_key_opens_the_id() -> None:
+    sealed = SessionSealer(KEY).seal(_claims())
+    assert SessionSealer(KEY).open(sealed, server="everything", principal=ALICE).upstream_session_id == (
+        "upstream-session-1"
+    )
+
+
+@pytest.mark.parametrize("position", [0, 1, 5, 20, -1])
+def test_tampered_sealed_id_is_session_not_found(position: int) -> None:
+    sealer = SessionSealer(KEY)
+    raw = bytearray(base64.urlsafe_b64decode(sealer.seal(_claims()) + "=="))
+    raw[position] ^= 0x01
+    tampered = base64.urlsafe_b64encode(bytes(raw)).rstrip(b"=").decode()
+    with pytest.raises(SessionNotFound):
+        sealer.open(tampered, server="everything", principal=ALICE)
+
+
+def test_sealed_id_for_another_route_is_session_not_found() -> None:
+    sealer = SessionSealer(KEY)
+    with pytest.raises(SessionNotFound):
+        sealer.open(sealer.seal(_claims()), server="other", principal=ALICE)
+
+
+def test_sealed_id_presented_by_another_principal_is_session_not_found() -> None:
+    sealer = SessionSealer(KEY)
+    with pytest.raises(SessionNotFound):
+        sealer.open(sealer.seal(_claims()), server="everything", principal=BOB)
+
+
+def test_sealed_id_from_another_key_is_session_not_found() -> None:
+    with pytest.raises(SessionNotFound):
+        SessionSealer(bytes(32)).open(SessionSealer(KEY).seal(_claims()), server="everything", principal=ALICE)
+
+
+@pytest.mark.parametrize("garbage", ["", "not base64 at all!", "AAAA", "A" * 2000, "Zm9v", "\u00e9t\u00e9"])
+def test_garbage_session_id_is_session_not_found(garbage: str) -> None:
+    with pytest.raises(SessionNotFound):
+        SessionSealer(KEY).open(garbage, server="everything", principal=ALICE)
+
+
+def test_session_key_must_be_32_bytes() -> None:
+    with pytest.raises(ValueError, match="32 bytes"):
+        SessionSealer(b"short")
+
+
+# -- sessions through the gateway --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    audit = MemoryAuditSink()
+    async with gateway_stack(tmp_path_factory.mktemp("sessions"), audit=audit) as stack:
+        stack.extra["audit"] = audit
+        yield stack
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx2.AsyncClient]:
+    async with httpx2.AsyncClient(timeout=10) as client:
+        yield client
+
+
+@pytest.mark.anyio
+async def test_client_sees_the_gateways_session_id_never_the_upstreams(stack: Stack, http: httpx2.AsyncClient) -> None:
+    before = len(stack.tap.requests)
+    with anyio.fail_after(10):
+        session = await open_session(http, stack, stack.token())
+    # open_session's second request (notifications/initialized) carried the upstream's id.
+    upstream_id = stack.tap.requests[before + 1][1]["mcp-session-id"]
+    assert session != upstream_id
+    assert upstream_id not in session
+
+
+@pytest.mark.anyio
+async def test_session_of_one_principal_presented_by_another_is_404_and_nothing_is_forwarded(
+    stack: Stack, http: httpx2.AsyncClient
+) -> None:
+    audit: MemoryAuditSink = stack.extra["audit"]
+    with anyio.fail_after(10):
+        session = await open_session(http, stack, stack.token(client="agent-a"))
+        forwarded, recorded = len(stack.tap.requests), len(audit.records)
+        response = await http.post(
+            stack.mcp_url(),
+            headers=post_headers(stack.token(client="agent-b"), version=HANDSHAKE, session=session),
+            json=call_body("echo", {"message": "hijack"}),
+        )
+    assert response.status_code == 404
+    assert json_error(response) == {"code": -32001, "message": "Session not found"}
+    assert len(stack.tap.requests) == forwarded
+    records = audit.records[recorded:]
+    assert [(r.event_type, r.agent_id, r.http_status, r.tool) for r in records] == [("refusal", "agent-b", 404, "echo")]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("session", ["garbage", "A" * 64, "x" * 5000])
+async def test_unknown_session_id_is_404(stack: Stack, http: httpx2.AsyncClient, session: str) -> None:
+    forwarded = len(stack.tap.requests)
+    with anyio.fail_after(10):
+        response = await http.post(
+            stack.mcp_url(),
+            headers=post_headers(stack.token(), version=HANDSHAKE, session=session),
+            json=call_body("echo", {"message": "x"}),
+        )
+    assert response.status_code == 404
+    assert json_error(response)["message"] == "Session not found"
+    assert len(stack.tap.requests) == forwarded
+
+
+@pytest.mark.anyio
+async def test_handshake_request_without_a_session_id_is_400(stack: Stack, http: httpx2.AsyncClient) -> None:
+    forwarded = len(stack.tap.requests)
+    with anyio.fail_after(10):
+        response = await http.post(
+            stack.mcp_url(),
+            headers=post_headers(stack.token(), version=HANDSHAKE),
+            json=call_body("echo", {"message": "x"}),
+        )
+    assert response.status_code == 400
+    assert json_error(response) == {"code": -32600, "message": "Bad Request: Mcp-Session-Id header is required"}
+    assert len(stack.tap.requests) == forwarded
+
+
+@pytest.mark.anyio
+async def test_upstream_404_for_a_session_becomes_a_client_404_with_one_audit_outcome(
+    stack: Stack, http: httpx2.AsyncClient
+) -> None:
+    audit: MemoryAuditSink = stack.extra["audit"]
+    token = stack.token()
+    with anyio.fail_after(10):
+        session = await open_session(http, stack, token)
+        headers = post_headers(token, version=HANDSHAKE, session=session)
+        ended = await http.delete(stack.mcp_url(), headers=headers)
+        recorded = len(audit.records)
+        response = await http.post(stack.mcp_url(), headers=headers, json=call_body("echo", {"message": "late"}))
+    assert ended.status_code == 200
+    assert response.status_code == 404
+    assert json_error(response) == {"code": -32001, "message": "Session not found"}
+    # The call reached the upstream (which said 404), so it has an intent and exactly one outcome.
+    records = audit.records[recorded:]
+    assert [(r.phase, r.tool, r.http_status, r.outcome) for r in records] == [
+        ("intent", "echo", None, None),
+        ("outcome", "echo", 404, "session_not_found"),
+    ]
+    assert records[0].event_id == records[1].event_id
