@@ -229,6 +229,7 @@ def is_loopback(host: str) -> bool:
 class _Source:
     file: str
     data: dict[str, Any]
+    sha256: str  # of the very bytes parsed, so the policy version always describes what was loaded
 
 
 def _read_toml(path: Path) -> _Source:
@@ -237,7 +238,7 @@ def _read_toml(path: Path) -> _Source:
     except OSError as exc:
         raise ConfigError(str(path), "(file)", f"cannot read: {exc.strerror or exc}") from exc
     try:
-        return _Source(str(path), tomllib.loads(raw.decode("utf-8")))
+        return _Source(str(path), tomllib.loads(raw.decode("utf-8")), hashlib.sha256(raw).hexdigest())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(str(path), "(syntax)", f"not valid TOML: {exc}") from exc
 
@@ -299,7 +300,7 @@ def load_allowlist(path: Path) -> tuple[dict[str, ServerEntry], str]:
             f"confusable with servers.{other} ({why}); a typosquat? If both are intended, add "
             f'acknowledge_confusable = ["{other}"] to [servers.{name}]',
         )
-    return servers, hashlib.sha256(path.read_bytes()).hexdigest()
+    return servers, source.sha256
 
 
 def _valid_route_name(name: str) -> bool:
