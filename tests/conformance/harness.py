@@ -14,7 +14,11 @@ Command line (``scripts/conformance`` wraps it)::
     python -m tests.conformance.harness URL [--spec-version V ...] [--out DIR] [--token T | --token-env VAR]
 
 With a token, a loopback forwarder (``tests.conformance.forwarder``) adds ``Authorization: Bearer <token>``,
-so the same command checks the example server directly or an endpoint of the gateway.
+so the same command checks the example server directly or an endpoint of the gateway. ``--gateway-stack``
+starts everything itself (``tests/_stack.py``: the example upstream, the dev issuer and the gateway on loopback),
+runs each version directly against a fresh example server and through the gateway, and compares them per check::
+
+    python -m tests.conformance.harness --gateway-stack [--spec-version V ...]
 """
 
 from __future__ import annotations
@@ -26,10 +30,12 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -41,6 +47,12 @@ SUITE = REPO_ROOT / "node_modules" / "@modelcontextprotocol" / "conformance" / "
 SPEC_VERSIONS = ("2025-11-25", "2026-07-28")
 DEFAULT_OUT = REPO_ROOT / ".conformance"
 BASELINE_TEMPLATE = str(Path(__file__).parent / "expected-failures-{version}.yml")
+# Checks that may differ through the gateway: only deliberate security decisions, each with its reason.
+GATEWAY_BASELINE_TEMPLATE = str(Path(__file__).parent / "expected-failures-gateway-{version}.yml")
+# The allowlist the gateway runs the suite with: every fixture tool, resource and prompt falls back to
+# default_scopes, and server-to-client requests (sampling, elicitation, roots) keep their default: relayed.
+GATEWAY_ALLOWLIST = 'default_scopes = ["tools:call"]\n'
+GATEWAY_SCOPES = ("tools:call",)
 INSTALL_HINT = (
     "The conformance suite is not installed. Run `npm ci` in the repository root: it installs the pinned "
     "@modelcontextprotocol/conformance and a Node 22 binary (npm package `node`) into node_modules/. "
@@ -61,6 +73,7 @@ class Check:
     id: str
     status: str
     message: str = ""
+    details: Mapping[str, Any] | None = field(default=None, compare=False, hash=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -135,7 +148,8 @@ def read_checks(out_dir: Path) -> tuple[Check, ...]:
             continue
         for raw in json.loads(checks_file.read_text()):
             message = raw.get("errorMessage") or ""
-            checks.append(Check(match["scenario"], str(raw["id"]), str(raw["status"]), str(message)))
+            details = raw.get("details") if isinstance(raw.get("details"), dict) else None
+            checks.append(Check(match["scenario"], str(raw["id"]), str(raw["status"]), str(message), details))
     return tuple(checks)
 
 
@@ -161,6 +175,58 @@ def load_baseline(path: Path | None) -> frozenset[str]:
     return parse_baseline(path.read_text()) if path is not None and path.is_file() else frozenset()
 
 
+def outcomes(report: Report) -> dict[str, tuple[str, ...]]:
+    """Each ``scenario:check-id`` with the statuses it ended in (sorted), INFO entries left out.
+
+    INFO entries are the suite's log lines (one per SSE event seen, say): how many there are depends on
+    timing, not on conformance. A check id may legitimately repeat (one per probe), hence a tuple.
+    """
+    statuses: dict[str, list[str]] = {}
+    for check in report.checks:
+        if check.status != "INFO":
+            statuses.setdefault(check.name, []).append(check.status)
+    return {name: tuple(sorted(found)) for name, found in statuses.items()}
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One check whose outcomes differ between a reference run and another run of the same version."""
+
+    name: str
+    reference: tuple[str, ...]  # () when the check did not run
+    observed: tuple[str, ...]
+    message: str  # what the suite said about the observed run's non-SUCCESS outcome, if anything
+
+
+def compare_reports(reference: Report, observed: Report) -> tuple[Difference, ...]:
+    """Per-check differences between two runs; checks the observed run's baseline names are excused."""
+    ours, theirs = outcomes(reference), outcomes(observed)
+    differences = []
+    for name in sorted(ours.keys() | theirs.keys()):
+        if name in observed.baseline or name.split(":", 1)[0] in observed.baseline:
+            continue
+        before, after = ours.get(name, ()), theirs.get(name, ())
+        if before != after:
+            message = next((c.message for c in observed.checks if c.name == name and c.status != "SUCCESS"), "")
+            differences.append(Difference(name, before, after, message))
+    return tuple(differences)
+
+
+def format_comparison(spec_version: str, reference: SuiteRun, observed: SuiteRun, label: str = "gateway") -> str:
+    differences = compare_reports(reference.report, observed.report)
+    lines = [
+        f"conformance {spec_version}, direct vs {label}: {reference.report.passed}/{reference.report.total} vs "
+        f"{observed.report.passed}/{observed.report.total} checks passed; "
+        + (f"{len(differences)} checks differ" if differences else "every check has the same outcome")
+    ]
+    for d in differences:
+        lines.append(
+            f"  DIFFERS {d.name}: direct {'/'.join(d.reference) or 'absent'}, {label} "
+            f"{'/'.join(d.observed) or 'absent'}" + (f": {d.message}" if d.message else "")
+        )
+    return "\n".join(lines)
+
+
 def suite_installed() -> bool:
     return NODE.is_file() and SUITE.is_file()
 
@@ -177,9 +243,9 @@ def suite_command(url: str, spec_version: str, out_dir: Path, baseline: Path | N
 class SuiteRun:
     spec_version: str
     url: str
-    report: Report
+    report: Report = field(repr=False)
     returncode: int
-    output: str
+    output: str = field(repr=False)
     seconds: float
 
     @property
@@ -209,6 +275,25 @@ async def run_suite(url: str, spec_version: str, out_dir: Path, *, baseline: Pat
     (out_dir / "suite-output.txt").write_text(output)
     report = Report(read_checks(out_dir), load_baseline(baseline))
     return SuiteRun(spec_version, url, report, process.returncode, output, seconds)
+
+
+def gateway_baseline(spec_version: str) -> Path:
+    return Path(GATEWAY_BASELINE_TEMPLATE.format(version=spec_version))
+
+
+async def run_suite_through_gateway(spec_version: str, directory: Path) -> SuiteRun:
+    """Run the suite through a whole gateway stack started in ``directory`` and judge it by the gateway baseline.
+
+    The stack (``tests/_stack.py``) is a fresh example upstream, the dev issuer and the gateway, each on a
+    loopback port; the token is a real one the dev issuer minted for the gateway's resource URI, and the
+    bearer forwarder adds it to every request the suite sends.
+    """
+    from tests._stack import gateway_stack  # the whole gateway; only this mode needs it
+
+    async with gateway_stack(directory, allowlist=GATEWAY_ALLOWLIST) as stack:
+        token = stack.token(GATEWAY_SCOPES)
+        async with bearer_forwarder(stack.mcp_url(), token) as url:
+            return await run_suite(url, spec_version, directory / "results", baseline=gateway_baseline(spec_version))
 
 
 def format_run(run: SuiteRun) -> str:
@@ -246,9 +331,37 @@ async def run_versions(
     return runs
 
 
+async def compare_with_gateway(versions: Iterable[str], out: Path) -> bool:
+    """Each version directly against a fresh example server and through a fresh gateway stack; print both."""
+    from tests._servers import run_example_server
+
+    same = True
+    for version in versions:
+        async with run_example_server() as url:
+            direct = await run_suite(
+                url, version, out / version / "direct", baseline=Path(BASELINE_TEMPLATE.format(version=version))
+            )
+        with tempfile.TemporaryDirectory(prefix="mcpgw-conformance-") as directory:
+            gateway = await run_suite_through_gateway(version, Path(directory))
+            _clear_results(out / version / "gateway")
+            for result in (Path(directory) / "results").iterdir():
+                shutil.move(str(result), out / version / "gateway" / result.name)
+        print(
+            format_run(direct), format_run(gateway), format_comparison(version, direct, gateway), sep="\n", flush=True
+        )
+        same = same and direct.ok and gateway.ok and not compare_reports(direct.report, gateway.report)
+    return same
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/conformance", description=__doc__.splitlines()[0] if __doc__ else "")
-    parser.add_argument("url", help="the MCP endpoint to check, e.g. http://127.0.0.1:3001/mcp")
+    parser.add_argument("url", nargs="?", help="the MCP endpoint to check, e.g. http://127.0.0.1:3001/mcp")
+    parser.add_argument(
+        "--gateway-stack",
+        action="store_true",
+        help="start the example upstream, the dev issuer and the gateway on loopback; run directly and through "
+        "the gateway and compare per check (no URL)",
+    )
     parser.add_argument(
         "--spec-version",
         action="append",
@@ -266,6 +379,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     token.add_argument("--token", help="send every request with this bearer token (through a loopback forwarder)")
     token.add_argument("--token-env", metavar="VAR", help="like --token, reading the token from environment VAR")
     args = parser.parse_args(argv)
+    if args.gateway_stack == (args.url is not None):
+        parser.error("give either a URL or --gateway-stack")
+    if args.gateway_stack:
+        try:
+            same = anyio.run(compare_with_gateway, args.spec_version or SPEC_VERSIONS, args.out)
+        except SuiteNotInstalledError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        return 0 if same else 1
 
     bearer: str | None = args.token
     if args.token_env:

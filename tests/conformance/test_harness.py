@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.conformance.harness import Check, Report, parse_baseline, read_checks, suite_command
+from tests.conformance.harness import (
+    Check,
+    Difference,
+    Report,
+    compare_reports,
+    main,
+    parse_baseline,
+    read_checks,
+    suite_command,
+)
 
 
-def _write_result(out: Path, scenario: str, timestamp: str, checks: list[dict[str, str]]) -> None:
+def _write_result(out: Path, scenario: str, timestamp: str, checks: list[dict[str, Any]]) -> None:
     result_dir = out / f"server-{scenario}-{timestamp}"
     result_dir.mkdir()
     (result_dir / "checks.json").write_text(json.dumps(checks))
@@ -86,3 +96,58 @@ def test_the_suite_gets_the_baseline_only_when_the_file_exists(tmp_path: Path) -
     assert with_file[-2:] == ["--expected-failures", str(present)]
     assert without[2:] == ["server", "--url", "http://127.0.0.1:1/mcp", "--suite", "all", "--spec-version",
                            "2026-07-28", "-o", str(tmp_path)]  # fmt: skip
+
+
+def test_runs_are_compared_per_check_and_info_lines_do_not_count() -> None:
+    direct = Report(
+        (
+            Check("polling", "priming", "SUCCESS"),
+            Check("polling", "event", "INFO"),
+            Check("polling", "event", "INFO"),
+            Check("stateless", "meta-400", "SUCCESS"),
+            Check("stateless", "meta-400", "SUCCESS"),
+            Check("stateless", "not-found-404", "SUCCESS"),
+        )
+    )
+    gateway = Report(
+        (
+            Check("polling", "priming", "WARNING", "no priming event"),
+            Check("polling", "event", "INFO"),
+            Check("stateless", "meta-400", "SUCCESS"),
+            Check("stateless", "meta-400", "FAILURE", "got 200"),
+            Check("stateless", "extra", "SUCCESS"),
+        )
+    )
+    assert compare_reports(direct, gateway) == (
+        Difference("polling:priming", ("SUCCESS",), ("WARNING",), "no priming event"),
+        Difference("stateless:extra", (), ("SUCCESS",), ""),
+        Difference("stateless:meta-400", ("SUCCESS", "SUCCESS"), ("FAILURE", "SUCCESS"), "got 200"),
+        Difference("stateless:not-found-404", ("SUCCESS",), (), ""),
+    )
+    assert compare_reports(direct, direct) == ()
+
+
+def test_a_difference_the_baseline_names_is_excused() -> None:
+    direct = Report((Check("tasks-lifecycle", "create", "SUCCESS"), Check("ping", "ping", "SUCCESS")))
+    gateway_checks = (Check("tasks-lifecycle", "create", "FAILURE"), Check("ping", "ping", "FAILURE"))
+    by_scenario = Report(gateway_checks, frozenset({"tasks-lifecycle"}))
+    by_check = Report(gateway_checks, frozenset({"tasks-lifecycle:create", "ping:ping"}))
+    assert [d.name for d in compare_reports(direct, by_scenario)] == ["ping:ping"]
+    assert compare_reports(direct, by_check) == ()
+
+
+def test_the_command_line_takes_a_url_or_the_gateway_stack_but_not_both(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in ([], ["http://127.0.0.1:1/mcp", "--gateway-stack"]):
+        with pytest.raises(SystemExit) as exited:
+            main(argv)
+        assert exited.value.code == 2
+        assert "give either a URL or --gateway-stack" in capsys.readouterr().err
+
+
+def test_a_checks_details_are_kept_for_assertions_but_not_compared(tmp_path: Path) -> None:
+    details = {"hostHeader": "evil.example.com", "statusCode": 421}
+    checks = [{"id": "rejected", "status": "SUCCESS", "details": details}]
+    _write_result(tmp_path, "dns-rebinding-protection", "2026-11-28T12-00-00-001Z", checks)
+    (check,) = read_checks(tmp_path)
+    assert check.details == details
+    assert check == Check("dns-rebinding-protection", "rejected", "SUCCESS")
