@@ -31,7 +31,7 @@ from mcp_gateway.policy.decision import Decision
 from mcp_gateway.policy.ratelimit import RateLimiter, rate_limit_keys
 from mcp_gateway.proxy import jsonrpc
 from mcp_gateway.proxy.asgi import Headers, Receive, Scope, Send, header, read_body, respond
-from mcp_gateway.proxy.recording import CallRecorder
+from mcp_gateway.proxy.recording import CallRecorder, token_reference
 from mcp_gateway.proxy.relay import StreamState, UpstreamMessageJudge
 from mcp_gateway.proxy.route import Route
 from mcp_gateway.proxy.sessions import SessionClaims, SessionSealer, principal_fingerprint
@@ -167,7 +167,9 @@ class McpEndpoint:
         # MCP 2026-07-28 transports: Mcp-Method / Mcp-Name must match the body (400, -32020); a
         # duplicated routing header would let two readers disagree, so it is refused too.
         # RFC 9110 §5.5: a field value excludes leading and trailing whitespace (httptools keeps it).
-        text_headers = [(k.decode("latin-1"), v.decode("latin-1").strip(" \t")) for k, v in headers]
+        text_headers = [
+            (k.decode("latin-1"), v.decode("latin-1").strip(" \t")) for k, v in headers if k.startswith(b"mcp-")
+        ]
         duplicated = find_duplicated_routing_header(text_headers)
         if duplicated is not None:
             raise ProtocolRejected(f"{duplicated} header appears more than once", jsonrpc_code=jsonrpc.HEADER_MISMATCH)
@@ -185,8 +187,19 @@ class McpEndpoint:
             raise ProtocolRejected(verdict.message, jsonrpc_code=verdict.code, data=verdict.data)
 
     async def _authenticate(self, route: Route, headers: Headers, ctx: Any) -> Principal:
-        token = bearer_token(headers, max_token_bytes=self._max_token)
-        principal = await self.verifier.verify(token, resource=route.resource_uri)
+        try:
+            token = bearer_token(headers, max_token_bytes=self._max_token)
+        except AuthError as exc:
+            ctx.error = exc.error_code or "missing_token"
+            raise
+        try:
+            principal = await self.verifier.verify(token, resource=route.resource_uri)
+        except HTTPError as exc:
+            # SECURITY.md: the refusal's record names the token by its hash, never by its value, and
+            # says why it was refused, so that a flood of forged tokens is not folded into missing ones.
+            ctx.token_reference = token_reference(token)
+            ctx.error = exc.error_code if isinstance(exc, AuthError) and exc.error_code else "token_unverifiable"
+            raise
         ctx.principal = principal
         return principal
 

@@ -48,6 +48,7 @@ class CallContext:
     error: str | None = None
     intent_written: bool = False
     closed: bool = False
+    arguments_sha256: str | None = None  # computed once: intent and outcome records carry the same digest
 
     def outcome_pending(self) -> bool:
         return self.intent_written and not self.closed
@@ -130,10 +131,18 @@ class CallRecorder:
             outcome=None if phase == "intent" else (ctx.outcome or "ok"),
             http_status=None if phase == "intent" else ctx.http_status,
             latency_ms=None if phase == "intent" else round((time.perf_counter() - ctx.started) * 1000, 3),
-            arguments_sha256=arguments_digest(arguments) if arguments is not None else None,
+            arguments_sha256=self._digest(ctx, arguments),
             arguments=stored,
             client_address=ctx.client_address,
             upstream_identity=ctx.upstream_identity,
             event_type=event_type,
             detail=json.dumps({"error": ctx.error}) if ctx.error else None,
         )
+
+    @staticmethod
+    def _digest(ctx: CallContext, arguments: Any) -> str | None:
+        if arguments is None:
+            return None
+        if ctx.arguments_sha256 is None:
+            ctx.arguments_sha256 = arguments_digest(arguments)
+        return ctx.arguments_sha256

@@ -71,8 +71,12 @@ class DisconnectWatch:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool:
         self._done = True
-        if self._watcher is not None:
-            self._watcher.cancel()
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            # Dropping our reference matters: the cancelled watcher keeps its CancelledError, whose
+            # traceback holds the frame that holds us, and a cycle would be left for the cyclic GC to
+            # find on every request.
+            watcher.cancel()
         if self.disconnected and exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
             assert self._task is not None
             # Swallow our own cancellation only: if someone else (a shutdown) also cancelled this

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import anyio
 import httpx2
@@ -13,7 +14,7 @@ from mcp_gateway.audit.sink import MemoryAuditSink
 from mcp_gateway.errors import SessionNotFound
 from mcp_gateway.proxy.sessions import SessionClaims, SessionSealer, principal_fingerprint
 from tests._stack import Stack, gateway_stack
-from tests.proxy._support import HANDSHAKE, call_body, json_error, open_session, post_headers
+from tests.proxy._support import HANDSHAKE, call_body, json_error, open_session, post_headers, sdk_client
 
 KEY = bytes(range(32))
 ALICE = principal_fingerprint("issuer|agent-a|user-a")
@@ -188,3 +189,26 @@ async def test_upstream_404_for_a_session_becomes_a_client_404_with_one_audit_ou
         ("outcome", "echo", 404, "session_not_found"),
     ]
     assert records[0].event_id == records[1].event_id
+
+
+@pytest.mark.anyio
+async def test_upstream_without_sessions_still_gets_a_session_bound_to_the_principal(tmp_path: Path) -> None:
+    from examples.everything_server import build_server, loopback_security
+
+    stateless = build_server().streamable_http_app(
+        streamable_http_path="/mcp", stateless_http=True, transport_security=loopback_security()
+    )
+    async with gateway_stack(tmp_path, upstream_app=stateless) as stack, httpx2.AsyncClient(timeout=10) as http:
+        with anyio.fail_after(20):
+            async with sdk_client(stack, stack.token(["tools:read"]), mode="legacy") as client:
+                echoed = await client.call_tool("echo", {"message": "no upstream session"})
+            session = await open_session(http, stack, stack.token(client="agent-a"))
+            hijack = await http.post(
+                stack.mcp_url(),
+                headers=post_headers(stack.token(client="agent-b"), version=HANDSHAKE, session=session),
+                json=call_body("echo", {"message": "hijack"}),
+            )
+    assert echoed.content[0].text == "no upstream session"  # type: ignore[union-attr]
+    assert session
+    assert hijack.status_code == 404
+    assert all("mcp-session-id" not in headers for _, headers, _ in stack.tap.requests)
