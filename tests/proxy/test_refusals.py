@@ -283,3 +283,11 @@ async def test_body_that_is_not_json_is_400_parse_error(stack: Stack, http: http
         response = await http.post(stack.mcp_url(), headers=post_headers(stack.token()), content=b"{not json")
     assert response.status_code == 400
     assert json_error(response) == {"code": -32700, "message": "Parse error: the body is not valid JSON"}
+
+
+async def test_notification_whose_mcp_method_header_disagrees_is_400(stack: Stack, http: httpx2.AsyncClient) -> None:
+    body = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 7}}
+    with nothing_forwarded(stack), anyio.fail_after(10):
+        response = await http.post(stack.mcp_url(), headers=modern_headers(stack.token(), "tools/call"), json=body)
+    assert response.status_code == 400
+    assert json_error(response) == {"code": -32020, "message": "mcp-method header does not match the body"}

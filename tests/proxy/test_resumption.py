@@ -14,6 +14,7 @@ from tests.proxy._support import (
     HANDSHAKE,
     Event,
     call_body,
+    initialize_body,
     messages_until_response,
     open_session,
     post_headers,
@@ -91,3 +92,24 @@ async def test_dropping_a_handshake_stream_does_not_cancel_the_upstream_call(sta
             ) as resumed:
                 rest = await messages_until_response(resumed, 9)
     assert rest[-1]["result"]["content"][0]["text"] == "model said: yes"
+
+
+async def test_protocol_2025_06_18_session_is_served_too(stack: Stack) -> None:
+    token = stack.token()
+    async with httpx2.AsyncClient(timeout=10) as http:
+        with anyio.fail_after(10):
+            response = await http.post(
+                stack.mcp_url(), headers=post_headers(token), json=initialize_body(version="2025-06-18")
+            )
+            session = response.headers["mcp-session-id"]
+            headers = post_headers(token, version="2025-06-18", session=session)
+            notified = await http.post(
+                stack.mcp_url(), headers=headers, json={"jsonrpc": "2.0", "method": "notifications/initialized"}
+            )
+            async with http.stream(
+                "POST", stack.mcp_url(), headers=headers, json=call_body("echo", {"message": "old"}, request_id=3)
+            ) as called:
+                messages = await messages_until_response(called, 3)
+    assert response.status_code == 200
+    assert notified.status_code == 202
+    assert messages[-1]["result"]["content"][0]["text"] == "old"

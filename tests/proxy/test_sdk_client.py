@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import anyio
 import httpx2
@@ -125,3 +126,17 @@ async def test_sdk_client_resumes_a_stream_the_upstream_closes_mid_call(stack: S
     assert result.content[0].text == "Reconnection test completed"  # type: ignore[union-attr]
     resumed = sum(1 for method, h, _ in stack.tap.requests if method == "GET" and "last-event-id" in h)
     assert resumed == resumed_before + 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_sdk_client_works_in_front_of_an_upstream_that_answers_in_json(tmp_path: Path, mode: str) -> None:
+    from examples.everything_server import build_server, loopback_security
+
+    upstream = build_server().streamable_http_app(
+        streamable_http_path="/mcp", json_response=True, transport_security=loopback_security()
+    )
+    async with gateway_stack(tmp_path, upstream_app=upstream) as json_stack:
+        with anyio.fail_after(20):
+            async with sdk_client(json_stack, json_stack.token(), mode=mode) as client:
+                result = await client.call_tool("echo", {"message": "json all the way"})
+    assert result.content[0].text == "json all the way"  # type: ignore[union-attr]

@@ -291,3 +291,40 @@ async def test_unreachable_upstream_is_502(stack: Stack, tmp_path: Path) -> None
         502,
         '{"error": "UpstreamConnectError"}',
     )
+
+
+@script("not_json_rpc_error")
+async def _not_json_rpc_error(scope: Scope, receive: Receive, send: Send, body: dict[str, Any]) -> None:
+    await send_raw(send, 500, json.dumps({"detail": SECRET}).encode())
+
+
+async def test_upstream_http_error_without_a_json_rpc_error_is_502(stack: Stack) -> None:
+    response = await call(stack, "not_json_rpc_error")
+    assert_bad_gateway(response, "Bad Gateway: the upstream answered 500")
+
+
+@script("oversized")
+async def _oversized(scope: Scope, receive: Receive, send: Send, body: dict[str, Any]) -> None:
+    await send_raw(send, 200, b'{"jsonrpc":"2.0","id":1,"result":{"x":"' + b"x" * (5 * 1024 * 1024) + b'"}}')
+
+
+async def test_upstream_body_over_the_cap_is_502(stack: Stack) -> None:
+    response = await call(stack, "oversized")
+    assert_bad_gateway(response, "Bad Gateway: the upstream's response could not be read")
+    assert outcome_of(stack, "oversized") == ("upstream_error", 502)
+
+
+@script("reset_mid_stream")
+async def _reset_mid_stream(scope: Scope, receive: Receive, send: Send, body: dict[str, Any]) -> None:
+    await start_sse(send)
+    await send_chunk(send, sse_message(progress_for(body, 1)))
+    raise ConnectionResetError("the upstream process died")  # uvicorn drops the connection mid-body
+
+
+async def test_upstream_connection_lost_mid_stream_ends_with_an_error_event(stack: Stack) -> None:
+    response, messages = await stream_call(stack, "reset_mid_stream")
+    assert response.status_code == 200
+    assert [m.get("method") for m in messages] == ["notifications/progress", None]
+    assert messages[-1]["error"]["code"] == -32603
+    assert messages[-1]["error"]["message"].startswith("Bad Gateway: the upstream")
+    assert outcome_of(stack, "reset_mid_stream") == ("upstream_error", 200)
