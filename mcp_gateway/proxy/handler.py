@@ -45,9 +45,7 @@ AUDITED_METHODS = frozenset({"tools/call", "resources/read", "prompts/get"})
 
 # Request headers relayed upstream: an allowlist, so hop-by-hop headers, cookies, the client's
 # Authorization and forwarding headers are never passed on (MCP authorization §Token Passthrough).
-_RELAYED = frozenset(
-    {b"accept", b"mcp-protocol-version", b"mcp-method", b"mcp-name", b"last-event-id", b"traceparent", b"tracestate"}
-)
+_RELAYED = frozenset({b"accept", b"mcp-protocol-version", b"mcp-method", b"mcp-name", b"traceparent", b"tracestate"})
 _PARAM_PREFIX = b"mcp-param-"
 
 
@@ -272,21 +270,24 @@ class McpEndpoint:
         judge = UpstreamMessageJudge(
             route.policy, principal.scopes, governs_server_requests=not era.modern, secret=route.credential_secret
         )
-        seal = None
-        if msg.method == "initialize" and not era.modern:
-            fingerprint = principal_fingerprint(principal.binding_key())
-
-            def seal(upstream_id: str) -> str:
-                return self.sealer.seal(SessionClaims(route.name, upstream_id, fingerprint, int(self.clock())))
-
         options = RelayOptions(
             max_event_bytes=self.config.max_event_bytes,
             max_body_bytes=self.config.max_body_bytes,
             session_sent=claims is not None and bool(claims.upstream_session_id),
-            seal=seal,
+            seal=None,
             resumable=not era.modern,
             reject_server_request=None if era.modern else self._rejecter(route, claims, era),
+            event_ids=None if claims is None else self.sealer.event_ids(claims),
         )
+        if msg.method == "initialize" and not era.modern:
+            fingerprint = principal_fingerprint(principal.binding_key())
+
+            def seal(upstream_id: str) -> str:
+                created = SessionClaims(route.name, upstream_id, fingerprint, int(self.clock()))
+                options.event_ids = self.sealer.event_ids(created)  # this stream's ids belong to the new session
+                return self.sealer.seal(created)
+
+            options.seal = seal
         audited = msg.method in AUDITED_METHODS
         try:
             await self._exchange(route, "POST", upstream_headers, body, judge, state, ctx, options, receive, send)
@@ -396,12 +397,24 @@ class McpEndpoint:
         principal = await self._authenticate(route, headers, ctx)
         era = Era(False, version)
         claims = self._session(route, headers, principal, ctx, era, initialize=False)
+        assert claims is not None  # a handshake request without a session was refused with 400
+        event_ids = self.sealer.event_ids(claims)
         upstream_headers = self._upstream_headers(route, headers, claims, content_type=False)
+        last_event_id = header(headers, b"last-event-id") if method == "GET" else None
+        if last_event_id is not None:
+            upstream_event_id = event_ids.untag(last_event_id.strip(b" \t"))
+            if upstream_event_id is None:
+                # MCP transports §Resumability: never replay another stream's messages, let alone
+                # another session's: only an id this session was given resumes it.
+                raise ProtocolRejected(
+                    "Bad Request: Last-Event-ID was not issued in this session", jsonrpc_code=jsonrpc.INVALID_REQUEST
+                )
+            upstream_headers.append((b"last-event-id", upstream_event_id))
         judge = UpstreamMessageJudge(
             route.policy, principal.scopes, governs_server_requests=True, secret=route.credential_secret
         )
         # A GET with Last-Event-ID replays a POST stream, whose response may be among the events.
-        state = StreamState(resumed=method == "GET" and header(headers, b"last-event-id") is not None)
+        state = StreamState(resumed=last_event_id is not None)
         options = RelayOptions(
             max_event_bytes=self.config.max_event_bytes,
             max_body_bytes=self.config.max_body_bytes,
@@ -409,6 +422,7 @@ class McpEndpoint:
             seal=None,
             resumable=True,
             reject_server_request=self._rejecter(route, claims, era),
+            event_ids=event_ids,
         )
         await self._exchange(route, method, upstream_headers, b"", judge, state, ctx, options, receive, send)
 

@@ -17,6 +17,7 @@ from mcp_gateway.errors import SessionNotFound
 
 _VERSION = b"\x01"
 _MAX_SEALED_CHARS = 1024
+_EVENT_TAG_BYTES = 12  # 96 bits: 16 base64url characters, no padding
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +28,34 @@ class SessionClaims:
     upstream_session_id: str
     principal: str  # SHA-256 (hex) of Principal.binding_key(); never the raw subject
     created: int
+
+
+class EventIds:
+    """Binds the SSE event ids relayed in one session to that session, so that only they resume it.
+
+    MCP transports (2025-11-25) §Resumability: a resumed stream must never replay another stream's
+    messages. Upstreams number events with guessable counters and may keep one event store for every
+    session (the example upstream does), so a client could otherwise resume another principal's
+    stream by sending its event id. Each relayed id carries a MAC over the session's claims; a
+    Last-Event-ID without a valid one is refused before anything reaches the upstream.
+    """
+
+    __slots__ = ("_context", "_key")
+
+    def __init__(self, key: bytes, claims: SessionClaims) -> None:
+        self._key = key
+        self._context = "\x00".join((claims.server, claims.upstream_session_id, claims.principal, "")).encode()
+
+    def tag(self, event_id: bytes) -> bytes:
+        mac = hmac.digest(self._key, self._context + event_id, "sha256")
+        return event_id + b"." + base64.urlsafe_b64encode(mac[:_EVENT_TAG_BYTES])
+
+    def untag(self, tagged: bytes) -> bytes | None:
+        """The upstream's event id inside `tagged`, or None if this session did not issue it."""
+        event_id, dot, _ = tagged.rpartition(b".")
+        if not dot or not hmac.compare_digest(self.tag(event_id), tagged):
+            return None
+        return event_id
 
 
 def principal_fingerprint(binding_key: str) -> str:
@@ -44,8 +73,9 @@ class SessionSealer:
     def __init__(self, key: bytes) -> None:
         if len(key) != 32:
             raise ValueError("the session key must be 32 bytes")
-        # Derive a purpose-bound subkey so that the configured secret is never used directly.
+        # Derive purpose-bound subkeys so that the configured secret is never used directly.
         self._aead = AESGCM(hmac.digest(key, b"mcp-gateway session seal v1", "sha256"))
+        self._event_key = hmac.digest(key, b"mcp-gateway event id v1", "sha256")
 
     def seal(self, claims: SessionClaims) -> str:
         plaintext = json.dumps(
@@ -76,3 +106,6 @@ class SessionSealer:
         if not hmac.compare_digest(str(owner), principal):
             raise SessionNotFound("Session not found")
         return SessionClaims(server, str(upstream_id), str(owner), int(created))
+
+    def event_ids(self, claims: SessionClaims) -> EventIds:
+        return EventIds(self._event_key, claims)

@@ -13,6 +13,7 @@ from mcp_gateway.errors import SessionNotFound, UpstreamError, UpstreamProtocolE
 from mcp_gateway.proxy import jsonrpc
 from mcp_gateway.proxy.asgi import Message, Receive, Send, respond
 from mcp_gateway.proxy.relay import StreamState, UpstreamMessageJudge
+from mcp_gateway.proxy.sessions import EventIds
 from mcp_gateway.proxy.sse import SSEParser, frame
 from mcp_gateway.upstream.http11 import UpstreamResponse
 
@@ -95,6 +96,7 @@ class RelayOptions:
     seal: Callable[[str], str] | None  # initialize: seals the upstream's session id into the gateway's
     resumable: bool  # handshake era: a stream closed after an event id is resumed, not failed
     reject_server_request: Callable[[Any, str], None] | None  # answers a refused server request upstream
+    event_ids: EventIds | None = None  # handshake sessions: binds relayed SSE event ids to the session
 
 
 async def relay_response(
@@ -215,6 +217,7 @@ async def _relay_sse(
     await send({"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, *extra]})
     parser = SSEParser(options.max_event_bytes)
     reject = options.reject_server_request
+    event_ids = options.event_ids
     failure: str | None = None
     try:
         async for chunk in response.aiter_body():
@@ -235,9 +238,12 @@ async def _relay_sse(
                     # No message: a keep-alive comment, or a priming event (an id with empty data) that
                     # lets the client resume before the first message arrives (MCP 2025-11-25).
                     out = data
-                if event.id is not None:
-                    state.last_event_id = event.id
-                raw = frame(out, event_id=event.id, event=event.event, retry=event.retry)
+                event_id = event.id
+                if event_id is not None:
+                    if event_ids is not None:
+                        event_id = event_ids.tag(event_id)
+                    state.last_event_id = event_id
+                raw = frame(out, event_id=event_id, event=event.event, retry=event.retry)
                 await send({"type": "http.response.body", "body": raw, "more_body": True})
         parser.close()
     except UpstreamTimeout:

@@ -113,3 +113,27 @@ async def test_protocol_2025_06_18_session_is_served_too(stack: Stack) -> None:
     assert response.status_code == 200
     assert notified.status_code == 202
     assert messages[-1]["result"]["content"][0]["text"] == "old"
+
+
+async def test_another_principal_cannot_resume_a_stream_with_an_event_id_it_saw_or_guessed(stack: Stack) -> None:
+    # The example upstream keeps one event store for all sessions and numbers events 1, 2, 3...: without
+    # the gateway's tag, Bob could replay Alice's answers by sending her (or a guessed) event id.
+    alice, bob = stack.token(client="agent-a"), stack.token(client="agent-b")
+    async with httpx2.AsyncClient(timeout=10) as http:
+        with anyio.fail_after(10):
+            alice_session = await open_session(http, stack, alice)
+            bob_session = await open_session(http, stack, bob)
+            answered = await http.post(
+                stack.mcp_url(),
+                headers=post_headers(alice, version=HANDSHAKE, session=alice_session),
+                json=call_body("echo", {"message": "alice's secret"}, request_id=2),
+            )
+            first_id = next(line for line in answered.text.splitlines() if line.startswith("id: "))[4:]
+            forwarded = len(stack.tap.requests)
+            attempts = [
+                await http.get(stack.mcp_url(), headers=_resume_headers(bob, bob_session, candidate))
+                for candidate in (first_id, first_id.rpartition(".")[0], "1")
+            ]
+    assert [a.status_code for a in attempts] == [400, 400, 400]
+    assert all("alice's secret" not in a.text for a in attempts)
+    assert len(stack.tap.requests) == forwarded

@@ -85,6 +85,27 @@ def test_garbage_session_id_is_session_not_found(garbage: str) -> None:
         SessionSealer(KEY).open(garbage, server="everything", principal=ALICE)
 
 
+def test_event_id_tagged_in_a_session_untags_in_that_session_only() -> None:
+    sealer = SessionSealer(KEY)
+    tagged = sealer.event_ids(_claims()).tag(b"17")
+    assert tagged.startswith(b"17.")
+    assert sealer.event_ids(_claims()).untag(tagged) == b"17"
+    assert SessionSealer(KEY).event_ids(_claims()).untag(tagged) == b"17"  # any replica with the key
+    assert sealer.event_ids(_claims("upstream-session-2")).untag(tagged) is None
+    assert sealer.event_ids(SessionClaims("everything", "upstream-session-1", BOB, 0)).untag(tagged) is None
+    assert SessionSealer(bytes(32)).event_ids(_claims()).untag(tagged) is None
+
+
+@pytest.mark.parametrize("presented", [b"17", b"18.AAAAAAAAAAAAAAAA", b"", b".", b"17." + b"A" * 16])
+def test_event_id_without_this_sessions_tag_does_not_untag(presented: bytes) -> None:
+    assert SessionSealer(KEY).event_ids(_claims()).untag(presented) is None
+
+
+def test_upstream_event_ids_containing_dots_survive_tagging() -> None:
+    event_ids = SessionSealer(KEY).event_ids(_claims())
+    assert event_ids.untag(event_ids.tag(b"stream.1.2")) == b"stream.1.2"
+
+
 def test_session_key_must_be_32_bytes() -> None:
     with pytest.raises(ValueError, match="32 bytes"):
         SessionSealer(b"short")

@@ -237,12 +237,32 @@ async def test_standalone_get_stream_relays_notifications_and_server_requests_bu
             async with http.stream("GET", stack.mcp_url(), headers=headers) as response:
                 events = [event async for event in read_events(response)]
     assert response.status_code == 200
-    assert [(event.id, event.message()) for event in events if event.data] == [
+    assert [(upstream_id(event.id), event.message()) for event in events if event.data] == [
         ("2", {"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}),
         ("3", {"jsonrpc": "2.0", "id": 5, "method": "roots/list"}),
     ]
     # The upstream saw its own session id, not the gateway's.
     assert stack.extra["upstream"].received[-1][1]["mcp-session-id"] == "upstream-session"
+
+
+async def _event_ids_of_a_get_stream(http: httpx2.AsyncClient, stack: Stack, token: str, session: str) -> list[str]:
+    async def numbered(scope: Scope, receive: Receive, send: Send, body: dict[str, Any]) -> None:
+        await start_sse(send)
+        await send_chunk(send, sse_message({"jsonrpc": "2.0", "method": "notifications/message"}, event_id="7"))
+        await send_chunk(send, b"", more=False)
+
+    install(stack, "GET", numbered)
+    headers = {**post_headers(token, version=HANDSHAKE, session=session), "accept": "text/event-stream"}
+    async with http.stream("GET", stack.mcp_url(), headers=headers) as response:
+        return [event.id async for event in read_events(response) if event.id is not None]
+
+
+def upstream_id(tagged: str | None) -> str:
+    """The upstream's event id inside one the gateway relayed (`<id>.<tag>`)."""
+    assert tagged is not None
+    event_id, dot, tag = tagged.rpartition(".")
+    assert dot and len(tag) == 16
+    return event_id
 
 
 async def test_resumed_get_stream_relays_the_response_it_replays(stack: Stack) -> None:
@@ -251,22 +271,47 @@ async def test_resumed_get_stream_relays_the_response_it_replays(stack: Stack) -
         await send_chunk(send, sse_message({"jsonrpc": "2.0", "id": 3, "result": {"replayed": True}}, "8"))
         await send_chunk(send, b"", more=False)
 
-    install(stack, "GET", replay)
     token = stack.token()
     async with httpx2.AsyncClient(timeout=10) as http:
         with anyio.fail_after(10):
             session = await _open_session(http, stack, token)
+            (seen,) = await _event_ids_of_a_get_stream(http, stack, token, session)
+            install(stack, "GET", replay)
             headers = {
                 **post_headers(token, version=HANDSHAKE, session=session),
                 "accept": "text/event-stream",
-                "last-event-id": "7",
+                "last-event-id": seen,
             }
             async with http.stream("GET", stack.mcp_url(), headers=headers) as response:
                 events = [event async for event in read_events(response)]
     assert [event.message() for event in events if event.data] == [
         {"jsonrpc": "2.0", "id": 3, "result": {"replayed": True}}
     ]
+    # The upstream sees its own event id back, without the gateway's tag.
     assert stack.extra["upstream"].received[-1][1]["last-event-id"] == "7"
+
+
+@pytest.mark.parametrize("whose", ["another principal's session", "no session (untagged)"])
+async def test_last_event_id_not_issued_in_this_session_is_400_and_not_forwarded(stack: Stack, whose: str) -> None:
+    alice, bob = stack.token(client="agent-a"), stack.token(client="agent-b")
+    async with httpx2.AsyncClient(timeout=10) as http:
+        with anyio.fail_after(10):
+            alice_session = await _open_session(http, stack, alice)
+            (alices,) = await _event_ids_of_a_get_stream(http, stack, alice, alice_session)
+            bob_session = await _open_session(http, stack, bob)
+            forwarded = len(stack.extra["upstream"].received)
+            headers = {
+                **post_headers(bob, version=HANDSHAKE, session=bob_session),
+                "accept": "text/event-stream",
+                "last-event-id": alices if whose.startswith("another") else upstream_id(alices),
+            }
+            response = await http.get(stack.mcp_url(), headers=headers)
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "code": -32600,
+        "message": "Bad Request: Last-Event-ID was not issued in this session",
+    }
+    assert len(stack.extra["upstream"].received) == forwarded
 
 
 async def test_priming_event_and_keep_alives_are_relayed_without_their_text(stack: Stack) -> None:
@@ -286,6 +331,14 @@ async def test_priming_event_and_keep_alives_are_relayed_without_their_text(stac
                 json={"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "primed"}},
             )
     assert response.status_code == 200
-    assert response.text == (
-        f"id: 41\nretry: 100\ndata: \n\n:\n\nevent: message\nid: 42\ndata: {json.dumps(result_for({'id': 2}))}\n\n"
+    priming, keep_alive, answer, _ = response.text.split("\n\n")
+    priming_id = priming.splitlines()[0].removeprefix("id: ")
+    assert priming.splitlines()[1:] == ["retry: 100", "data: "]
+    assert upstream_id(priming_id) == "41"
+    assert keep_alive == ":"
+    event, answer_id, data = answer.splitlines()
+    assert (event, upstream_id(answer_id.removeprefix("id: ")), data) == (
+        "event: message",
+        "42",
+        f"data: {json.dumps(result_for({'id': 2}))}",
     )
