@@ -87,11 +87,13 @@ class UpstreamMessageJudge:
                 return None
             state.answered = True
             state.outcome = _outcome(message)
-        elif not state.resumed:
-            # MCP transports §Listening for Messages: the standalone GET stream carries no responses
-            # (only a resumed stream replays one).
+        elif not state.resumed or state.answered:
+            # MCP transports §Listening for Messages: the standalone GET stream carries no responses;
+            # a resumed stream replays the one response of the stream it resumes.
             state.garbage += 1
             return None
+        else:
+            state.answered = True
         result = message.get("result")
         if isinstance(result, dict):
             if "inputRequests" in result:

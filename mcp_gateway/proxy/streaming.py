@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -219,8 +219,10 @@ async def _relay_sse(
     reject = options.reject_server_request
     event_ids = options.event_ids
     failure: str | None = None
+    body = response.aiter_body()
+    complete = False
     try:
-        async for chunk in response.aiter_body():
+        async for chunk in body:
             for event in parser.feed(chunk):
                 data = event.data
                 if data:
@@ -245,7 +247,18 @@ async def _relay_sse(
                     state.last_event_id = event_id
                 raw = frame(out, event_id=event_id, event=event.event, retry=event.retry)
                 await send({"type": "http.response.body", "body": raw, "more_body": True})
-        parser.close()
+                if state.resumed and state.answered:
+                    # A resumed stream ends with the response of the stream it resumes. Whatever an
+                    # upstream replays after it is not this stream's: an event store that files events
+                    # by request id alone (the example upstream's does) mixes in other sessions'.
+                    complete = True
+                    break
+            if complete:
+                if isinstance(body, AsyncGenerator):
+                    await body.aclose()  # the upstream connection is closed mid-body, never reused
+                break
+        else:
+            parser.close()
     except UpstreamTimeout:
         ctx.outcome, failure = "timeout", "Gateway Timeout: the upstream stopped sending"
     except UpstreamProtocolError:

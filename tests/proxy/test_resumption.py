@@ -137,3 +137,30 @@ async def test_another_principal_cannot_resume_a_stream_with_an_event_id_it_saw_
     assert [a.status_code for a in attempts] == [400, 400, 400]
     assert all("alice's secret" not in a.text for a in attempts)
     assert len(stack.tap.requests) == forwarded
+
+
+async def test_resumed_stream_ends_with_its_response_before_other_sessions_replayed_events(stack: Stack) -> None:
+    # The example upstream's event store files events by request id across sessions: resuming Alice's
+    # request 2 replays Bob's request 2 too. The gateway ends a resumed stream at its response.
+    alice, bob = stack.token(client="agent-a"), stack.token(client="agent-b")
+    async with httpx2.AsyncClient(timeout=10) as http:
+        with anyio.fail_after(10):
+            alice_session = await open_session(http, stack, alice)
+            bob_session = await open_session(http, stack, bob)
+            answered = await http.post(
+                stack.mcp_url(),
+                headers=post_headers(alice, version=HANDSHAKE, session=alice_session),
+                json=call_body("echo", {"message": "alice's answer"}, request_id=2),
+            )
+            priming_id = next(line for line in answered.text.splitlines() if line.startswith("id: "))[4:]
+            await http.post(
+                stack.mcp_url(),
+                headers=post_headers(bob, version=HANDSHAKE, session=bob_session),
+                json=call_body("echo", {"message": "bob's secret"}, request_id=2),
+            )
+            async with http.stream(
+                "GET", stack.mcp_url(), headers=_resume_headers(alice, alice_session, priming_id)
+            ) as resumed:
+                replayed = (await resumed.aread()).decode()
+    assert "alice's answer" in replayed
+    assert "bob's secret" not in replayed

@@ -265,11 +265,14 @@ def upstream_id(tagged: str | None) -> str:
     return event_id
 
 
-async def test_resumed_get_stream_relays_the_response_it_replays(stack: Stack) -> None:
+async def test_resumed_get_stream_relays_the_response_it_replays_and_ends_there(stack: Stack) -> None:
     async def replay(scope: Scope, receive: Receive, send: Send, body: dict[str, Any]) -> None:
         await start_sse(send)
         await send_chunk(send, sse_message({"jsonrpc": "2.0", "id": 3, "result": {"replayed": True}}, "8"))
-        await send_chunk(send, b"", more=False)
+        # What a store filing events by request id alone replays next: another session's request 3.
+        await send_chunk(send, sse_message({"jsonrpc": "2.0", "method": "notifications/message"}, "9"))
+        await send_chunk(send, sse_message({"jsonrpc": "2.0", "id": 3, "result": {"someone": "else"}}, "10"))
+        await wait_for_disconnect(receive)
 
     token = stack.token()
     async with httpx2.AsyncClient(timeout=10) as http:
@@ -284,6 +287,7 @@ async def test_resumed_get_stream_relays_the_response_it_replays(stack: Stack) -
             }
             async with http.stream("GET", stack.mcp_url(), headers=headers) as response:
                 events = [event async for event in read_events(response)]
+    # The stream ends with the response it replays: nothing after it is this stream's.
     assert [event.message() for event in events if event.data] == [
         {"jsonrpc": "2.0", "id": 3, "result": {"replayed": True}}
     ]
