@@ -72,6 +72,9 @@ class AuditConfig(BaseModel):
 
     enabled: bool = True  # false → no audit trail at all (benchmark baselines only; logged loudly)
     database: str = "audit.db"
+    # "full": fsync every group commit (survives power loss); "normal": WAL without fsync per commit
+    # (survives a crashed or killed process, not power loss) — SQLite's own durability trade-off.
+    synchronous: Literal["full", "normal"] = "full"
     store_arguments: bool = False
     redact_keys: tuple[str, ...] = ("password", "secret", "token", "authorization", "api_key")
     unauthenticated_summary_seconds: float = Field(default=60.0, gt=0)
