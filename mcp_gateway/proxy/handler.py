@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mcp.shared.inbound import InboundLadderRejection, classify_inbound_request, find_duplicated_routing_header
+from mcp_types.methods import CLIENT_REQUESTS
 
 from mcp_gateway.audit.sink import AuditSink
 from mcp_gateway.auth.bearer import bearer_token
@@ -47,6 +48,32 @@ AUDITED_METHODS = frozenset({"tools/call", "resources/read", "prompts/get"})
 # Authorization and forwarding headers are never passed on (MCP authorization §Token Passthrough).
 _RELAYED = frozenset({b"accept", b"mcp-protocol-version", b"mcp-method", b"mcp-name", b"traceparent", b"tracestate"})
 _PARAM_PREFIX = b"mcp-param-"
+
+
+# Which spec methods exist in which revision, from the SDK's own method table.
+_MODERN_REQUESTS = frozenset((method, version) for method, version in CLIENT_REQUESTS if version in MODERN_VERSIONS)
+_SPEC_REQUESTS = frozenset(method for method, _ in CLIENT_REQUESTS)
+
+
+def _unsupported_version(requested: str) -> ProtocolRejected:
+    # MCP 2026-07-28: data.supported lists the versions a request may name without a handshake, as
+    # server/discover's supportedVersions does; handshake versions are negotiated by initialize.
+    return ProtocolRejected(
+        f"Unsupported protocol version {requested!r}; supported: {', '.join(MODERN_VERSIONS)}, "
+        f"or {' and '.join(HANDSHAKE_VERSIONS)} after initialize",
+        jsonrpc_code=jsonrpc.UNSUPPORTED_PROTOCOL_VERSION,
+        data={"supported": list(MODERN_VERSIONS), "requested": requested},
+    )
+
+
+def _method_not_found(msg: jsonrpc.ClientMessage, era: Era) -> ProtocolRejected:
+    # JSON-RPC 2.0 §5.1: -32601; MCP 2026-07-28 maps it to HTTP 404 (the handshake eras answer 200).
+    return ProtocolRejected(
+        "Method not found",
+        jsonrpc_code=jsonrpc.METHOD_NOT_FOUND,
+        status_code=404 if era.modern else 200,
+        data=msg.method,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +149,12 @@ class McpEndpoint:
         principal = await self._authenticate(route, headers, ctx)
         if era.modern:
             self._check_modern(headers, msg)
+            removed = msg.method in _SPEC_REQUESTS and (msg.method, era.version) not in _MODERN_REQUESTS
+            if msg.kind == "request" and removed:
+                # MCP 2026-07-28: a method this revision removed (initialize, ping, logging/setLevel,
+                # resources/subscribe, ...) is not found: 404 with -32601.
+                raise _method_not_found(msg, era)
+        jsonrpc.require_target(msg)
         claims = self._session(route, headers, principal, ctx, era, initialize=msg.method == "initialize")
         if msg.kind == "request":
             decision = route.policy.decide_request(principal.scopes, msg.method or "", msg.body.get("params"))
@@ -135,6 +168,9 @@ class McpEndpoint:
                     scopes=decision.scopes_required,
                 )
             if decision.kind == "deny":
+                if decision.rule == "unknown_method":
+                    # The gateway serves no method the policy does not know, whatever the upstream has.
+                    raise _method_not_found(msg, era)
                 await self._deny(send, msg, ctx)
                 return
             self._rate_limit(route, principal, msg, ctx)
@@ -152,14 +188,9 @@ class McpEndpoint:
             return Era(False, version)
         if version is None and msg.method == "initialize":
             return Era(False, None)  # the handshake negotiates the version in the body
-        requested = version if version is not None else "2025-03-26"
         # MCP transports §Protocol Version Header: an invalid or unsupported version → 400;
         # an absent header means 2025-03-26, which this gateway does not serve.
-        raise ProtocolRejected(
-            f"Unsupported protocol version {requested!r}; supported: {', '.join(SUPPORTED_VERSIONS)}",
-            jsonrpc_code=jsonrpc.UNSUPPORTED_PROTOCOL_VERSION,
-            data={"supported": list(SUPPORTED_VERSIONS), "requested": requested},
-        )
+        raise _unsupported_version(version if version is not None else "2025-03-26")
 
     def _check_modern(self, headers: Headers, msg: jsonrpc.ClientMessage) -> None:
         # MCP 2026-07-28 transports: Mcp-Method / Mcp-Name must match the body (400, -32020); a
@@ -387,11 +418,7 @@ class McpEndpoint:
                 "Method Not Allowed in protocol 2026-07-28", status_code=405, headers=[("allow", "POST")]
             )
         if version is not None and version not in HANDSHAKE_VERSIONS:
-            raise ProtocolRejected(
-                f"Unsupported protocol version {version!r}; supported: {', '.join(SUPPORTED_VERSIONS)}",
-                jsonrpc_code=jsonrpc.UNSUPPORTED_PROTOCOL_VERSION,
-                data={"supported": list(SUPPORTED_VERSIONS), "requested": version},
-            )
+            raise _unsupported_version(version)
         if method == "GET" and b"text/event-stream" not in (header(headers, b"accept") or b""):
             raise TransportRejected("Not Acceptable: GET requires Accept: text/event-stream", status_code=406)
         principal = await self._authenticate(route, headers, ctx)

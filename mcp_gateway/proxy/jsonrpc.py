@@ -10,6 +10,7 @@ from mcp_gateway.errors import ProtocolRejected
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 HEADER_MISMATCH = -32020
@@ -95,9 +96,8 @@ def classify(value: Any) -> ClientMessage:
     key = NAMED_METHODS.get(method)
     if key is not None:
         target = params.get(key)
-        if not isinstance(target, str) or not target:
-            raise ProtocolRejected(f"Invalid params: {method} needs a string params.{key}", jsonrpc_code=INVALID_PARAMS)
-        name = target
+        # Checked by require_target once the method is known to exist: a removed method is "not found".
+        name = target if isinstance(target, str) and target else None
     meta = params.get("_meta")
     reason = meta.get("request_context") if isinstance(meta, dict) else None
     return ClientMessage(
@@ -109,6 +109,13 @@ def classify(value: Any) -> ClientMessage:
         params.get("arguments") if method == "tools/call" else None,
         reason if isinstance(reason, str) else None,
     )
+
+
+def require_target(msg: ClientMessage) -> None:
+    """A request to a method that names its target (tool, prompt, resource) must name it as a string."""
+    if msg.kind == "request" and msg.name is None and msg.method in NAMED_METHODS:
+        key = NAMED_METHODS[msg.method]
+        raise ProtocolRejected(f"Invalid params: {msg.method} needs a string params.{key}", jsonrpc_code=INVALID_PARAMS)
 
 
 def error_body(msg_id: Any, code: int, message: str, data: Any = None) -> bytes:

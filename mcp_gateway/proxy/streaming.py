@@ -196,7 +196,9 @@ async def _relay_error(send: Send, status: int, body: bytes, state: StreamState,
         await _fail(send, state, ctx, f"Bad Gateway: the upstream answered {status}")
         return
     ctx.outcome = "upstream_error"
-    await respond(send, status, jsonrpc.error_body(state.request_id, code, text[:500]))
+    # `data` carries what the client needs to act (a missing capability, the URI not found); it was
+    # parsed above, so what goes out is our own serialization of valid JSON, never the raw bytes.
+    await respond(send, status, jsonrpc.error_body(state.request_id, code, text[:500], error.get("data")))
 
 
 async def _fail(send: Send, state: StreamState, ctx: Any, text: str) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from mcp_gateway.errors import ProtocolRejected
-from mcp_gateway.proxy.jsonrpc import MAX_DEPTH, ClientMessage, classify, error_body, parse_json
+from mcp_gateway.proxy.jsonrpc import MAX_DEPTH, ClientMessage, classify, error_body, parse_json, require_target
 
 
 def _rejected(value: Any) -> ProtocolRejected:
@@ -83,8 +83,19 @@ def test_params_must_be_an_object() -> None:
 
 @pytest.mark.parametrize("name", [None, "", 7, ["echo"]])
 def test_tool_call_without_a_string_name_is_invalid_params(name: Any) -> None:
-    error = _rejected({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": name}})
-    assert (error.jsonrpc_code, error.message) == (-32602, "Invalid params: tools/call needs a string params.name")
+    message = classify({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": name}})
+    assert message.name is None
+    with pytest.raises(ProtocolRejected) as raised:
+        require_target(message)
+    assert (raised.value.jsonrpc_code, raised.value.message) == (
+        -32602,
+        "Invalid params: tools/call needs a string params.name",
+    )
+
+
+def test_named_notification_and_unnamed_methods_need_no_target() -> None:
+    require_target(classify({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
+    require_target(classify({"jsonrpc": "2.0", "method": "tools/call"}))
 
 
 def test_non_string_request_context_is_ignored() -> None:

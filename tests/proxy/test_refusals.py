@@ -11,11 +11,11 @@ import httpx2
 import pytest
 
 from examples.everything_server import build_app
-from mcp_gateway.proxy.handler import SUPPORTED_VERSIONS
 from tests._stack import Stack, gateway_stack
 from tests.proxy._support import (
     HANDSHAKE,
     MODERN,
+    MODERN_META,
     EarlyTap,
     call_body,
     initialize_body,
@@ -65,9 +65,11 @@ async def test_unsupported_protocol_version_is_400_listing_the_supported_ones(
     assert response.status_code == 400
     error = json_error(response)
     assert error["code"] == -32022
-    assert error["data"] == {"supported": list(SUPPORTED_VERSIONS), "requested": "2024-11-05"}
+    # data.supported is what a request may name without a handshake, as server/discover reports it.
+    assert error["data"] == {"supported": ["2026-07-28"], "requested": "2024-11-05"}
     assert error["message"] == (
-        "Unsupported protocol version '2024-11-05'; supported: 2026-07-28, 2025-11-25, 2025-06-18"
+        "Unsupported protocol version '2024-11-05'; supported: 2026-07-28, "
+        "or 2025-11-25 and 2025-06-18 after initialize"
     )
 
 
@@ -79,7 +81,7 @@ async def test_missing_protocol_version_after_initialize_is_400_as_2025_03_26(
             stack.mcp_url(), headers=post_headers(stack.token()), json=call_body("echo", {"message": "x"})
         )
     assert response.status_code == 400
-    assert json_error(response)["data"] == {"supported": list(SUPPORTED_VERSIONS), "requested": "2025-03-26"}
+    assert json_error(response)["data"] == {"supported": ["2026-07-28"], "requested": "2025-03-26"}
 
 
 async def test_unsupported_protocol_version_on_get_is_400(stack: Stack, http: httpx2.AsyncClient) -> None:
@@ -291,3 +293,56 @@ async def test_notification_whose_mcp_method_header_disagrees_is_400(stack: Stac
         response = await http.post(stack.mcp_url(), headers=modern_headers(stack.token(), "tools/call"), json=body)
     assert response.status_code == 400
     assert json_error(response) == {"code": -32020, "message": "mcp-method header does not match the body"}
+
+
+@pytest.mark.parametrize(
+    "method", ["initialize", "ping", "logging/setLevel", "resources/subscribe", "resources/unsubscribe"]
+)
+async def test_method_removed_in_2026_07_28_is_404_method_not_found(
+    stack: Stack, http: httpx2.AsyncClient, method: str
+) -> None:
+    body = {"jsonrpc": "2.0", "id": 5, "method": method, "params": {"_meta": dict(MODERN_META)}}
+    with nothing_forwarded(stack), anyio.fail_after(10):
+        response = await http.post(stack.mcp_url(), headers=modern_headers(stack.token(), method), json=body)
+    assert response.status_code == 404
+    assert response.json() == {
+        "jsonrpc": "2.0",
+        "id": 5,
+        "error": {"code": -32601, "message": "Method not found", "data": method},
+    }
+
+
+@pytest.mark.parametrize(("version", "status"), [(MODERN, 404), (HANDSHAKE, 200)])
+async def test_method_the_policy_does_not_know_is_method_not_found(
+    stack: Stack, http: httpx2.AsyncClient, version: str, status: int
+) -> None:
+    token = stack.token()
+    body: dict[str, object] = {"jsonrpc": "2.0", "id": 6, "method": "tasks/get", "params": {"taskId": "t1"}}
+    if version == MODERN:
+        headers = modern_headers(token, "tasks/get")
+        body["params"] = {"taskId": "t1", "_meta": dict(MODERN_META)}
+    else:
+        with anyio.fail_after(10):
+            headers = post_headers(token, version=HANDSHAKE, session=await open_session(http, stack, token))
+    with nothing_forwarded(stack), anyio.fail_after(10):
+        response = await http.post(stack.mcp_url(), headers=headers, json=body)
+    assert response.status_code == status
+    assert response.json()["error"] == {"code": -32601, "message": "Method not found", "data": "tasks/get"}
+
+
+async def test_tool_call_without_a_name_is_400_invalid_params_with_its_id(
+    stack: Stack, http: httpx2.AsyncClient
+) -> None:
+    body = {"jsonrpc": "2.0", "id": 8, "method": "tools/call", "params": {"arguments": {}}}
+    token = stack.token()
+    with anyio.fail_after(10):
+        session = await open_session(http, stack, token)
+    headers = post_headers(token, version=HANDSHAKE, session=session)
+    with nothing_forwarded(stack), anyio.fail_after(10):
+        response = await http.post(stack.mcp_url(), headers=headers, json=body)
+    assert response.status_code == 400
+    assert response.json() == {
+        "jsonrpc": "2.0",
+        "id": 8,
+        "error": {"code": -32602, "message": "Invalid params: tools/call needs a string params.name"},
+    }

@@ -153,14 +153,23 @@ async def test_upstream_202_for_a_request_is_502(stack: Stack) -> None:
 
 @script("server_error")
 async def _server_error(scope: Scope, receive: Receive, send: Send, body: dict[str, Any]) -> None:
-    error = {"jsonrpc": "2.0", "id": "spoofed", "error": {"code": -32000, "message": "x" * 2000}, "extra": SECRET}
-    await send_raw(send, 500, json.dumps(error).encode())
+    error = {
+        "jsonrpc": "2.0",
+        "id": "spoofed",
+        "error": {"code": -32021, "message": "x" * 2000, "data": {"requiredCapabilities": {"sampling": {}}}},
+        "extra": SECRET,
+    }
+    await send_raw(send, 400, json.dumps(error).encode())
 
 
 async def test_upstream_http_error_is_relayed_only_as_a_reserialized_json_rpc_error(stack: Stack) -> None:
     response = await call(stack, "server_error")
-    assert response.status_code == 500
-    assert response.json() == {"jsonrpc": "2.0", "id": 1, "error": {"code": -32000, "message": "x" * 500}}
+    assert response.status_code == 400
+    assert response.json() == {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "error": {"code": -32021, "message": "x" * 500, "data": {"requiredCapabilities": {"sampling": {}}}},
+    }
 
 
 @script("hang")
