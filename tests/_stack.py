@@ -63,20 +63,21 @@ class UpstreamTap:
             await self.app(scope, receive, send)
             return
         body = bytearray()
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        index = len(self.requests)
+        self.requests.append((scope["method"], headers, b""))
 
         async def tapped_receive() -> Any:
             message = await receive()
             if message["type"] == "http.request":
                 body.extend(message.get("body", b""))
+                if not message.get("more_body"):
+                    # Recorded the moment the upstream has the whole body, before it can answer, so a
+                    # test that has its response never races the tap.
+                    self.requests[index] = (scope["method"], headers, bytes(body))
             return message
 
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        entry = (scope["method"], headers, b"")
-        self.requests.append(entry)
-        try:
-            await self.app(scope, tapped_receive, send)
-        finally:
-            self.requests[self.requests.index(entry)] = (scope["method"], headers, bytes(body))
+        await self.app(scope, tapped_receive, send)
 
     def calls(self, method: str) -> list[dict[str, Any]]:
         """Decoded JSON-RPC bodies the upstream received whose method is `method`."""
