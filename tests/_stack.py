@@ -171,8 +171,12 @@ async def gateway_stack(
     upstream_app: Any = None,
     secrets: Mapping[str, str] | None = None,
     clients: Mapping[str, Sequence[str]] | None = None,
+    upstream_tls: tuple[str, str] | None = None,
 ) -> AsyncIterator[Stack]:
-    """Start issuer, upstream and gateway; `allowlist` is the body of `[servers.everything]`."""
+    """Start issuer, upstream and gateway; `allowlist` is the body of `[servers.everything]`.
+
+    `upstream_tls` = (certfile, keyfile) serves the upstream over https (pins go in `server_extra`).
+    """
     from examples.everything_server import build_app
 
     tap = UpstreamTap(upstream_app if upstream_app is not None else build_app())
@@ -191,7 +195,8 @@ async def gateway_stack(
         f"token_lifetime_seconds = 600\n\n{client_tables}"
     )
     issuer = load_issuer_config(directory / "issuer.toml")
-    async with serve_asgi(tap) as upstream_base, _serve_on(create_issuer_app(issuer), issuer_sock):
+    tls = {"ssl_certfile": upstream_tls[0], "ssl_keyfile": upstream_tls[1]} if upstream_tls else {}
+    async with serve_asgi(tap, **tls) as upstream_base, _serve_on(create_issuer_app(issuer), issuer_sock):
         upstream_url = f"{upstream_base}/mcp"
         (directory / "server_allowlist.toml").write_text(
             f'[servers.everything]\nurl = "{upstream_url}"\n{server_extra}\n{allowlist}\n'

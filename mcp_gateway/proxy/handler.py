@@ -26,6 +26,7 @@ from mcp_gateway.errors import (
     SessionNotFound,
     TransportRejected,
     UpstreamError,
+    UpstreamIdentityError,
     UpstreamTimeout,
 )
 from mcp_gateway.policy.decision import Decision
@@ -113,6 +114,9 @@ class McpEndpoint:
         headers: Headers = scope["headers"]
         ctx = self.recorder.begin(route, scope, self.clock())
         try:
+            if sum(len(k) + len(v) for k, v in headers) > self.config.max_header_bytes:
+                # RFC 6585 §5: 431, refused before any token is parsed or any key looked up.
+                raise TransportRejected("Request Header Fields Too Large", status_code=431)
             self.guard.check(header(headers, b"host"), header(headers, b"origin"))
             method = scope["method"]
             if method == "POST":
@@ -173,6 +177,13 @@ class McpEndpoint:
                     raise _method_not_found(msg, era)
                 await self._deny(send, msg, ctx)
                 return
+            if msg.method == "tools/call" and route.catalogue is not None and msg.name is not None:
+                why = route.catalogue.quarantined(msg.name)
+                if why is not None:
+                    # DESIGN: a tool must exist in the verified catalogue with its pinned definition.
+                    ctx.decision = Decision("deny", decision.scopes_required, "tools_sha256")
+                    await self._deny(send, msg, ctx, f"Tool {msg.name!r} is quarantined: {why}")
+                    return
             self._rate_limit(route, principal, msg, ctx)
         if msg.method in AUDITED_METHODS:
             # Fail closed: the intent record is durable before anything is forwarded (AuditUnavailable → 503).
@@ -257,12 +268,13 @@ class McpEndpoint:
         )
         return claims
 
-    async def _deny(self, send: Send, msg: jsonrpc.ClientMessage, ctx: Any) -> None:
+    async def _deny(self, send: Send, msg: jsonrpc.ClientMessage, ctx: Any, text: str | None = None) -> None:
         # Deny by default, without revealing whether the target exists upstream.
         what = {"tools/call": "Tool", "resources/read": "Resource", "prompts/get": "Prompt"}.get(
             msg.method or "", "Method"
         )
-        body = jsonrpc.error_body(msg.id, jsonrpc.INVALID_PARAMS, f"{what} {msg.name or msg.method!r} is not permitted")
+        text = text or f"{what} {msg.name or msg.method!r} is not permitted"
+        body = jsonrpc.error_body(msg.id, jsonrpc.INVALID_PARAMS, text)
         ctx.http_status = 200
         ctx.outcome = "denied"
         await respond(send, 200, body)
@@ -299,7 +311,11 @@ class McpEndpoint:
         upstream_headers = self._upstream_headers(route, headers, claims, content_type=True)
         state = StreamState(request_id=msg.id if msg.kind == "request" else None, request_method=msg.method)
         judge = UpstreamMessageJudge(
-            route.policy, principal.scopes, governs_server_requests=not era.modern, secret=route.credential_secret
+            route.policy,
+            principal.scopes,
+            governs_server_requests=not era.modern,
+            secret=route.credential_secret,
+            catalogue=route.catalogue,
         )
         options = RelayOptions(
             max_event_bytes=self.config.max_event_bytes,
@@ -356,6 +372,20 @@ class McpEndpoint:
         if watch.disconnected:
             ctx.outcome = "aborted"
             ctx.http_status = 499
+        if route.catalogue is not None and route.catalogue.pending:
+            for check in route.catalogue.take_pending():
+                # Audited with both hashes, once per distinct presented definition.
+                self.recorder.security_event(
+                    route,
+                    "tool_quarantined",
+                    {
+                        "tool": check.name,
+                        "status": check.status,
+                        "pinned": check.expected,
+                        "presented": check.presented,
+                    },
+                    self.clock(),
+                )
 
     def _upstream_headers(
         self, route: Route, headers: Headers, claims: SessionClaims | None, *, content_type: bool
@@ -377,6 +407,10 @@ class McpEndpoint:
         ctx.outcome = "timeout" if timeout else "upstream_error"
         ctx.http_status = status
         ctx.error = type(exc).__name__
+        if isinstance(exc, UpstreamIdentityError):
+            # SECURITY.md: a different TLS key than pinned: nothing sent, audited as an identity mismatch.
+            ctx.outcome = "identity_mismatch"
+            self.recorder.security_event(ctx.route, "identity_mismatch", {"error": str(exc)}, self.clock())
         text = "Gateway Timeout: the upstream did not answer in time" if timeout else "Bad Gateway: the upstream failed"
         await respond(send, status, jsonrpc.error_body(request_id, jsonrpc.INTERNAL_ERROR, text))
 
@@ -417,8 +451,9 @@ class McpEndpoint:
             raise TransportRejected(
                 "Method Not Allowed in protocol 2026-07-28", status_code=405, headers=[("allow", "POST")]
             )
-        if version is not None and version not in HANDSHAKE_VERSIONS:
-            raise _unsupported_version(version)
+        if version not in HANDSHAKE_VERSIONS:
+            # As for POST: an absent header means 2025-03-26, which this gateway does not serve.
+            raise _unsupported_version(version if version is not None else "2025-03-26")
         if method == "GET" and b"text/event-stream" not in (header(headers, b"accept") or b""):
             raise TransportRejected("Not Acceptable: GET requires Accept: text/event-stream", status_code=406)
         principal = await self._authenticate(route, headers, ctx)
@@ -438,7 +473,11 @@ class McpEndpoint:
                 )
             upstream_headers.append((b"last-event-id", upstream_event_id))
         judge = UpstreamMessageJudge(
-            route.policy, principal.scopes, governs_server_requests=True, secret=route.credential_secret
+            route.policy,
+            principal.scopes,
+            governs_server_requests=True,
+            secret=route.credential_secret,
+            catalogue=route.catalogue,
         )
         # A GET with Last-Event-ID replays a POST stream, whose response may be among the events.
         state = StreamState(resumed=last_event_id is not None)

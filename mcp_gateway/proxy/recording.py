@@ -49,6 +49,7 @@ class CallContext:
     intent_written: bool = False
     closed: bool = False
     arguments_sha256: str | None = None  # computed once: intent and outcome records carry the same digest
+    route: Any = None  # the Route being served (for security events raised deep in the exchange)
 
     def outcome_pending(self) -> bool:
         return self.intent_written and not self.closed
@@ -66,7 +67,28 @@ class CallRecorder:
 
     def begin(self, route: Any, scope: Scope, now: float) -> CallContext:
         client = scope.get("client")
-        return CallContext(route.name, route.upstream_identity, now, client[0] if client else None)
+        ctx = CallContext(route.name, route.upstream_identity, now, client[0] if client else None)
+        ctx.route = route
+        return ctx
+
+    def security_event(self, route: Any, event_type: str, detail: dict[str, Any], now: float) -> None:
+        """A record of its own for what the gateway saw of an upstream (identity mismatch, quarantine)."""
+        self.sink.append_nowait(
+            AuditRecord(
+                phase="event",
+                timestamp=now,
+                event_id=new_event_id(now),
+                mcp_server=route.name,
+                tool=detail.get("tool"),
+                decision="deny",
+                policy_rule="tools_sha256" if event_type == "tool_quarantined" else "tls_spki_sha256",
+                policy_version=self.policy_version,
+                outcome=event_type,
+                upstream_identity=route.upstream_identity,
+                event_type=event_type,
+                detail=json.dumps(detail, separators=(",", ":"), sort_keys=True),
+            )
+        )
 
     async def intent(self, ctx: CallContext) -> None:
         # Durable before forwarding: AuditUnavailable propagates and the call is refused with 503.

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from mcp_gateway.policy.decision import ServerPolicy
 from mcp_gateway.policy.listing import filter_list_result
+from mcp_gateway.proxy.catalogue import ToolCatalogue
 
 # Result keys that identify a list result even when we do not know which request it answers
 # (a response replayed on a resumed GET stream): filter by shape so nothing unfiltered slips out.
@@ -43,6 +44,7 @@ class UpstreamMessageJudge:
     granted: frozenset[str]
     governs_server_requests: bool  # handshake eras; at 2026-07-28 a server-to-client request is dropped
     secret: bytes | None = None  # the gateway's upstream credential
+    catalogue: ToolCatalogue | None = None  # pinned tool definitions; drifted ones are quarantined
 
     def redact(self, data: bytes) -> bytes:
         """SECURITY.md: the injected credential never appears in responses, even if the upstream echoes it."""
@@ -112,7 +114,10 @@ class UpstreamMessageJudge:
                     ).encode()
             list_method = state.request_method if state.request_method in _LIST_METHODS else _infer_list(result)
             if list_method is not None:
-                message["result"] = filter_list_result(list_method, result, self.policy, self.granted)
+                filtered = filter_list_result(list_method, result, self.policy, self.granted)
+                if list_method == "tools/list" and self.catalogue is not None:
+                    filtered["tools"] = self.catalogue.filter_tools(filtered.get("tools"))
+                message["result"] = filtered
                 return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
         return data
 

@@ -12,7 +12,9 @@ from mcp_gateway.errors import ConfigError
 from mcp_gateway.policy.decision import ServerPolicy
 from mcp_gateway.policy.ratelimit import effective_rate_limits
 from mcp_gateway.policy.scopes import ScopeHierarchy
+from mcp_gateway.proxy.catalogue import ToolCatalogue
 from mcp_gateway.upstream.http11 import UpstreamPool
+from mcp_gateway.upstream.pinning import spki_verifier
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +32,7 @@ class Route:
     credential_secret: bytes | None  # the secret inside it, redacted from anything the upstream echoes back
     upstream_identity: str  # what the audit records as the verified upstream
     rate_limits: RateLimits
+    catalogue: ToolCatalogue | None  # present when the allowlist pins tool definitions (tools_sha256)
 
 
 def build_routes(
@@ -53,20 +56,32 @@ def build_routes(
             upstream_path=pool.path,
             credential=credential,
             credential_secret=_secret_of(entry, credential),
-            upstream_identity=entry.url,
+            upstream_identity=_identity(entry),
             rate_limits=effective_rate_limits(config.rate_limits, entry),
+            catalogue=ToolCatalogue(entry.tools_sha256) if entry.tools_sha256 else None,
         )
     return routes
 
 
+def _identity(entry: ServerEntry) -> str:
+    if entry.tls_spki_sha256 and urlsplit(entry.url).scheme == "https":
+        return f"{entry.url} pin-sha256={'|'.join(entry.tls_spki_sha256)}"
+    return entry.url
+
+
 def _make_pool(config: GatewayConfig, entry: ServerEntry) -> UpstreamPool:
     context: ssl.SSLContext | None = None
+    verify_peer = None
     if urlsplit(entry.url).scheme == "https":
         cafile = str(config.path_for(entry.ca_bundle)) if entry.ca_bundle else None
         context = ssl.create_default_context(cafile=cafile)
+        # DESIGN: the key is checked at the handshake, before one byte of the request or of an
+        # injected credential is written; CA and hostname checks stay on underneath.
+        verify_peer = spki_verifier(entry.tls_spki_sha256)
     return UpstreamPool(
         entry.url,
         ssl_context=context,
+        verify_peer=verify_peer,
         max_connections=entry.max_connections,
         connect_timeout=entry.connect_timeout_seconds,
         read_timeout=entry.read_timeout_seconds,
