@@ -190,6 +190,12 @@ async def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+_INITIALIZE = (
+    '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25",'
+    '"capabilities":{},"clientInfo":{"name":"curl","version":"0"}}}'
+)
+
+
 def _print_banner(public_url: str, resource: str, issuer: str, secret: str, token: str, directory: Path) -> None:
     print(
         f"""
@@ -209,8 +215,7 @@ Try it (the MCP SDK, or any client that can send a bearer token):
   export TOKEN=<the token above>
   curl -s {resource} -H "Authorization: Bearer $TOKEN" -H "Content-Type: application/json" \\
        -H "Accept: application/json, text/event-stream" -H "MCP-Protocol-Version: 2025-11-25" \\
-       -d '{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"2025-11-25",\\
-            "capabilities":{{}},"clientInfo":{{"name":"curl","version":"0"}}}}}}'
+       -d '{_INITIALIZE}'
   mcp-gateway audit query --config {directory / "gateway.toml"}
 """,
         flush=True,
