@@ -97,7 +97,8 @@ async def test_an_sqlite_store_that_fills_up_mid_run_refuses_calls_from_then_on_
     code, out = run_cli(capsys, "audit", "verify", "--config", str(stack.directory / "gateway.toml"))
     assert code == 0, out
     code, out = run_cli(capsys, "audit", "query", "--config", str(stack.directory / "gateway.toml"), "--format", "json")
-    intents = [row for row in json_rows(out) if row["method"] == "tools/call"]
+    # A refusal's own small record may still fit where an intent did not; count the calls that went through.
+    intents = [row for row in json_rows(out) if row["method"] == "tools/call" and row["http_status"] != 503]
     assert len(intents) == allowed
 
 
