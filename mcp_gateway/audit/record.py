@@ -6,9 +6,10 @@ import dataclasses
 import hashlib
 import json
 import math
+import operator
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from json.encoder import encode_basestring
@@ -203,6 +204,15 @@ def canonical_record_bytes(record: AuditRecord, prev_hash: str) -> bytes:
     encoder costs ~30 µs per record on the hot path. Raises TypeError/ValueError for a field of the
     wrong type or outside the JSON domain, and UnicodeEncodeError for a lone surrogate (see `storable`).
     """
+    text = _canonical_text_fast(record, prev_hash)
+    if text is None:
+        text = _canonical_text(record, prev_hash)
+    return text.encode("utf-8")
+
+
+def _canonical_text(record: AuditRecord, prev_hash: str) -> str:
+    # The general path: every field checked and encoded one by one. It decides every case the fast
+    # path leaves to it, including every error.
     if record.phase not in _PHASES:
         raise ValueError(f"audit record phase must be one of {sorted(_PHASES)}")
     if record.decision is not None and record.decision not in _DECISIONS:
@@ -211,7 +221,122 @@ def canonical_record_bytes(record: AuditRecord, prev_hash: str) -> bytes:
         prefix + _encode_value(name, kind, prev_hash if name == "prev_hash" else getattr(record, name))
         for name, kind, prefix in _CANONICAL_ORDER
     ]
-    return ("{" + ",".join(parts) + "}").encode("utf-8")
+    return "{" + ",".join(parts) + "}"
+
+
+# The fast path. Records of one shape (which fields are None, which hold str, int, float or a tuple) share
+# a plan: the canonical object as a %-template with the names, separators and nulls filled in, so that
+# encoding a record is one attrgetter, one map of encode_basestring over its strings, a few numbers, and
+# one % (about 4 µs instead of 8). Anything unusual (a wrong type, a number outside the range where
+# Python's repr is ECMAScript's, a list holding a non-string) gets no plan or fails a check, and goes
+# to `_canonical_text`, which encodes it or raises. tests/audit/test_record.py checks both paths
+# against rfc8785.
+_SORTED_FIELDS: Final = tuple(name for name, _, _ in _CANONICAL_ORDER if name != "prev_hash")
+_SORTED_VALUES: Final = operator.attrgetter(*_SORTED_FIELDS)
+_PHASE_AT: Final = _SORTED_FIELDS.index("phase")
+_DECISION_AT: Final = _SORTED_FIELDS.index("decision")
+_PREV_HASH: Final = -1  # where a plan takes prev_hash from, instead of an index into the record's values
+_MAX_PLANS: Final = 512
+_NONE_TYPE: Final = type(None)
+_STR_TYPES: Final = frozenset((str,))
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    template: str  # "%s" for each value that is not null, in canonical order
+    strings: Callable[[tuple[Any, ...]], tuple[str, ...]]  # the str values, in canonical order
+    others: tuple[tuple[int, int, str], ...]  # (argument slot, index into the values or _PREV_HASH, kind)
+
+
+_PLANS: dict[tuple[type, ...], _Plan | None] = {}
+
+
+def _plan_for(types: tuple[type, ...]) -> _Plan | None:
+    kinds = dict(FIELD_KINDS)
+    template: list[str] = []
+    strings: list[int] = []
+    others: list[tuple[int, int, str]] = []
+    for name, _, prefix in _CANONICAL_ORDER:
+        at = _PREV_HASH if name == "prev_hash" else _SORTED_FIELDS.index(name)
+        kind = "prev" if at == _PREV_HASH else kinds[name]
+        value_type = str if at == _PREV_HASH else types[at]
+        if value_type is _NONE_TYPE and kind in ("str?", "int?", "float?"):
+            template.append(prefix + "null")
+            continue
+        slot = len(strings) + len(others)
+        if kind in ("str", "str?") and value_type is str:
+            strings.append(at)
+        elif (
+            kind == "prev"
+            or (kind == "int?" and value_type is int)
+            or (kind in ("float", "float?") and value_type in (float, int))
+            or (kind == "list" and value_type in (tuple, list))
+        ):
+            others.append((slot, at, "float" if kind == "float?" else kind.rstrip("?")))
+        else:
+            return None  # a type the general path has to refuse
+        template.append(prefix + "%s")
+    if len(strings) < 2:  # itemgetter of one index returns a bare value; never so for a valid record
+        return None
+    return _Plan("{" + ",".join(template) + "}", operator.itemgetter(*strings), tuple(others))
+
+
+def string_array_json(items: tuple[str, ...] | list[str]) -> str | None:
+    """`items` as a JSON array of strings, as RFC 8785 and `json.dumps(ensure_ascii=False)` both write it;
+    None if an item is not a str. Records of one principal repeat the same scope tuples, so they are memoized."""
+    if not set(map(type, items)) <= _STR_TYPES:
+        return None
+    if type(items) is not tuple:
+        return "[" + ",".join(map(encode_basestring, items)) + "]"
+    text = _ARRAY_TEXT.get(items)
+    if text is None:
+        text = "[" + ",".join(map(encode_basestring, items)) + "]"
+        if len(_ARRAY_TEXT) < _MAX_PLANS:
+            _ARRAY_TEXT[items] = text
+    return text
+
+
+_ARRAY_TEXT: dict[tuple[str, ...], str] = {}
+
+
+def _canonical_text_fast(record: AuditRecord, prev_hash: str) -> str | None:
+    values = _SORTED_VALUES(record)
+    types = tuple(map(type, values))
+    try:
+        plan = _PLANS[types]
+    except KeyError:
+        plan = _plan_for(types)
+        if len(_PLANS) < _MAX_PLANS:
+            _PLANS[types] = plan
+    if plan is None or type(prev_hash) is not str or values[_PHASE_AT] not in _PHASES:
+        return None
+    decision = values[_DECISION_AT]
+    if decision is not None and decision not in _DECISIONS:
+        return None
+    args = list(map(encode_basestring, plan.strings(values)))
+    for slot, at, kind in plan.others:
+        if kind == "prev":
+            args.insert(slot, encode_basestring(prev_hash))
+            continue
+        value = values[at]
+        if kind == "list":
+            text = string_array_json(value)
+            if text is None:
+                return None
+            args.insert(slot, text)
+        elif type(value) is int:  # an int?, or an int in a float field: its digits either way
+            if not -_JCS_INT_MAX <= value <= _JCS_INT_MAX:
+                return None
+            args.insert(slot, str(value))
+        elif value.is_integer():  # False for NaN and infinities
+            if not -_JCS_INT_MAX <= value <= _JCS_INT_MAX:
+                return None
+            args.insert(slot, str(int(value)))  # ECMAScript prints 2.0 as 2 (and -0.0 as 0)
+        elif 1e-4 <= abs(value) < 1e15:  # False for NaN
+            args.insert(slot, repr(value))  # see _encode_number
+        else:
+            return None
+    return plan.template % tuple(args)
 
 
 def chain_hash(prev_hash: str, record: AuditRecord) -> str:

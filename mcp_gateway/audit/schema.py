@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import operator
 import sqlite3
 from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any, Final
 
-from mcp_gateway.audit.record import FIELD_KINDS, RECORD_FIELDS, AuditRecord
+from mcp_gateway.audit.record import FIELD_KINDS, RECORD_FIELDS, AuditRecord, string_array_json
 
 SCHEMA_VERSION: Final = 1
 TABLE: Final = "audit_records"
@@ -41,6 +43,17 @@ INSERT_SQL: Final = f"INSERT INTO {TABLE} ({', '.join(ROW_COLUMNS)}) VALUES ({',
 SELECT_ROWS_SQL: Final = f"SELECT {', '.join(ROW_COLUMNS)} FROM {TABLE}"
 _LIST_FIELDS: Final = frozenset(name for name, kind in FIELD_KINDS if kind == "list")
 _LIST_INDEXES: Final = tuple(i for i, name in enumerate(RECORD_FIELDS) if name in _LIST_FIELDS)
+_FIELDS_OF: Final = operator.attrgetter(*RECORD_FIELDS)
+_WRITE_HEAD_SQL: Final = "INSERT OR REPLACE INTO meta (key, value) VALUES ('head_seq', ?), ('head_hash', ?)"
+# A writer's own connection moves the head checkpoint with every row it inserts, inside the inserting
+# statement: a group of rows is then one statement and one implicit transaction, one round trip into SQLite
+# instead of BEGIN / INSERT / head / COMMIT. TEMP, so it lives in that connection only: nothing is added to
+# the file, and a row inserted by anyone else (by hand, say) still leaves the checkpoint where it was.
+HEAD_TRIGGER_DDL: Final = f"""CREATE TEMP TRIGGER IF NOT EXISTS {TABLE}_head AFTER INSERT ON main.{TABLE}
+BEGIN
+    INSERT INTO meta (key, value) VALUES ('head_seq', NEW.seq), ('head_hash', NEW.hash)
+        ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+END"""
 
 
 class SchemaError(Exception):
@@ -49,11 +62,18 @@ class SchemaError(Exception):
 
 def record_values(record: AuditRecord) -> list[Any]:
     """The record's fields in column order, string lists as JSON arrays."""
-    values: list[Any] = [getattr(record, name) for name in RECORD_FIELDS]
+    values: list[Any] = list(_FIELDS_OF(record))
     for i in _LIST_INDEXES:
         # What json.dumps(list, ensure_ascii=False) would write, without its per-call overhead.
-        values[i] = "[" + ",".join(map(encode_basestring, values[i])) + "]"
+        values[i] = string_array_json(values[i]) or "[" + ",".join(map(encode_basestring, values[i])) + "]"
     return values
+
+
+@functools.lru_cache(maxsize=64)
+def insert_rows_sql(rows: int) -> str:
+    """One INSERT statement for `rows` rows; its parameters are the rows' ROW_COLUMNS values, row after row."""
+    one = "(" + ",".join("?" * len(ROW_COLUMNS)) + ")"
+    return f"INSERT INTO {TABLE} ({', '.join(ROW_COLUMNS)}) VALUES " + ",".join([one] * rows)
 
 
 def record_from_values(values: tuple[Any, ...] | list[Any]) -> AuditRecord:
@@ -106,6 +126,4 @@ def read_tail(conn: sqlite3.Connection) -> tuple[int, str] | None:
 
 def write_head(conn: sqlite3.Connection, seq: int, hash_: str) -> None:
     """Move the head checkpoint; call inside the transaction that inserted the rows."""
-    conn.executemany(
-        "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (("head_seq", str(seq)), ("head_hash", hash_))
-    )
+    conn.execute(_WRITE_HEAD_SQL, (str(seq), hash_))

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import hashlib
 import json
 import logging
 import os
+import queue
 import sqlite3
 import threading
 import time
@@ -18,26 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from mcp_gateway.audit.record import (
-    GENESIS_HASH,
-    AuditRecord,
-    canonical_record_bytes,
-    format_timestamp,
-    new_event_id,
-    storable,
+from mcp_gateway.audit.appender import (
+    SYNCHRONOUS,
+    chain_position,
+    commit_group,
+    last_row,
+    open_for_appending,
+    rollback,
 )
-from mcp_gateway.audit.schema import (
-    INSERT_SQL,
-    SCHEMA_DDL,
-    SCHEMA_VERSION,
-    SchemaError,
-    read_head,
-    read_tail,
-    record_values,
-    schema_version,
-    uri_for,
-    write_head,
-)
+from mcp_gateway.audit.pacing import CommitPacer
+from mcp_gateway.audit.record import GENESIS_HASH, AuditRecord, format_timestamp, new_event_id
+from mcp_gateway.audit.schema import SchemaError
 from mcp_gateway.errors import AuditUnavailable
 
 logger = logging.getLogger(__name__)
@@ -50,6 +41,7 @@ _Waiter = asyncio.Future[None]
 # a flush() barrier.
 _Item = tuple[AuditRecord | None, _Waiter | None]
 _Settlement = tuple[_Waiter, BaseException | None]
+_LOCK_ERRORS: Final = frozenset((sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED))
 
 
 @dataclass(frozen=True)
@@ -77,12 +69,16 @@ def _settle(items: list[_Settlement]) -> None:
 
 
 class SQLiteAuditSink:
-    """An `AuditSink` over a SQLite file in WAL mode with synchronous=FULL.
+    """An `AuditSink` over a SQLite file in WAL mode (synchronous=FULL unless told otherwise).
 
-    Every record is written by one thread: it takes everything queued (up to `max_batch`), inserts it
-    in one transaction whose single commit makes the whole group durable, then wakes every waiter.
+    Every record is written by one thread: it takes everything queued (up to `max_batch`), seals it onto
+    the chain and inserts it as one transaction (one INSERT statement for up to 32 rows) whose single
+    commit makes the whole group durable, then wakes every waiter with one call into their event loop.
     Each row carries `prev_hash` and `hash` (see `record.chain_hash`), and the meta table's head
     checkpoint moves in the same transaction, so `audit verify` can tell a truncated tail.
+
+    The event loop's share of an append is a deque append, and a wake-up only if the writer is parked.
+    Hashing, encoding and SQLite all run in the writer thread.
 
     Waiters are asyncio futures: use it from asyncio (uvicorn, anyio's asyncio backend).
     """
@@ -91,13 +87,27 @@ class SQLiteAuditSink:
         self,
         path: str | os.PathLike[str],
         *,
+        synchronous: str = "full",
         max_queue: int = 10_000,
         max_batch: int = 1_000,
+        nowait_delay_seconds: float = 0.05,
+        commit_interval_seconds: float = 0.001,
         busy_timeout_ms: int = 5_000,
         recovery_probe_seconds: float = 5.0,
         on_open: Callable[[sqlite3.Connection], None] | None = None,
     ) -> None:
-        """`on_open` runs in the writer thread once the schema is ready: a seam for tests, e.g.
+        """`synchronous` is SQLite's: "full" fsyncs the WAL at every commit, so an acknowledged record
+        survives power loss; "normal" leaves the WAL to the OS between checkpoints, so it survives a
+        crashed or killed process but not power loss. Either way `append` returns after the commit.
+
+        Records from `append_nowait` (outcomes, events) do not wake the writer: they go with the next
+        group that someone waits for, or within `nowait_delay_seconds` if nobody does (and at close).
+
+        While other calls are in flight, a group is held until `commit_interval_seconds` after the
+        previous commit started, so that under load one commit (one fsync) serves several calls; a call
+        made while no other is in flight is never held.
+
+        `on_open` runs in the writer thread once the schema is ready: a seam for tests, e.g.
         `PRAGMA max_page_count` to make the file "full", `PRAGMA query_only` to make it read-only.
 
         After a failed write, the writer tries again every `recovery_probe_seconds` while nothing else
@@ -106,28 +116,43 @@ class SQLiteAuditSink:
         """
         if max_queue < 1 or max_batch < 1:
             raise ValueError("max_queue and max_batch must be positive")
-        if not recovery_probe_seconds > 0:
-            raise ValueError("recovery_probe_seconds must be positive")
+        if not recovery_probe_seconds > 0 or not nowait_delay_seconds > 0 or commit_interval_seconds < 0:
+            raise ValueError(
+                "recovery_probe_seconds and nowait_delay_seconds must be positive, commit_interval_seconds >= 0"
+            )
+        if synchronous not in SYNCHRONOUS:
+            raise ValueError(f"synchronous must be one of {sorted(SYNCHRONOUS)}, not {synchronous!r}")
         self.path = Path(path)
+        self.synchronous = synchronous
         self._max_queue = max_queue
         self._max_batch = max_batch
+        self._nowait_delay = nowait_delay_seconds
         self._busy_timeout_ms = busy_timeout_ms
         self._on_open = on_open
         self._probe_seconds = recovery_probe_seconds
-        self._cond = threading.Condition(threading.Lock())
+        # The hand-off between the event loop and the writer takes no lock: under the GIL a deque's
+        # append and popleft are atomic, and the flags below are plain stores. An appender that needs
+        # the writer sets `_urgent` and then, only if the writer is parked (`_idle`), puts one token in
+        # `_wakeup`. The writer sets `_idle` before it reads `_urgent`, so one of the two always sees
+        # the other's store: no wake-up is lost, and a busy writer costs an appender no system call.
         self._queue: deque[_Item] = deque()
+        self._wakeup: queue.SimpleQueue[None] = queue.SimpleQueue()
+        self._urgent = False
+        self._idle = False
         self._accepting = False
         self._closing = False
         self._started = False
         self._healthy = False
         self._stopped: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._writer_gone = False
         self._head: tuple[int, str] = (0, GENESIS_HASH)
         # Written by the writer thread only:
+        self._pacer = CommitPacer(commit_interval_seconds)
         self._appended = self._commits = self._failed_batches = self._rejected = 0
         self._lost_in_batches = self._largest_batch = 0
         # (when, failed batches, lost records) at the first failure since the last good write:
         self._outage: tuple[float, int, int] | None = None
-        # Written under self._cond only:
+        # Written by the appending (event loop) thread only:
         self._dropped = self._queue_full = 0
 
     # -- the AuditSink protocol ---------------------------------------------------------------
@@ -147,49 +172,54 @@ class SQLiteAuditSink:
 
     async def append(self, record: AuditRecord) -> None:
         """Return once `record` is committed to disk; raise AuditUnavailable if it cannot be."""
+        if not self._accepting:
+            raise AuditUnavailable("the audit store is not running")
+        if len(self._queue) >= self._max_queue:
+            # Fail closed rather than let a stalled disk grow memory without bound.
+            self._queue_full += 1
+            raise AuditUnavailable("the audit queue is full")
         waiter: _Waiter = asyncio.get_running_loop().create_future()
-        with self._cond:
-            if not self._accepting:
-                raise AuditUnavailable("the audit store is not running")
-            if len(self._queue) >= self._max_queue:
-                # Fail closed rather than let a stalled disk grow memory without bound.
-                self._queue_full += 1
-                raise AuditUnavailable("the audit queue is full")
-            self._queue.append((record, waiter))
-            self._cond.notify()
+        self._queue.append((record, waiter))
+        self._wake()
+        if self._writer_gone:  # the writer died between the check above and the append: nobody will write it
+            self._fail_leftovers()
         await waiter
 
     def append_nowait(self, record: AuditRecord) -> None:
         """Queue `record` to be written with the next group; a record that cannot be is counted as lost."""
-        with self._cond:
-            if self._accepting and len(self._queue) < self._max_queue:
-                self._queue.append((record, None))
-                self._cond.notify()
-                return
-            self._dropped += 1
-            dropped = self._dropped
+        if self._accepting and len(self._queue) < self._max_queue:
+            self._queue.append((record, None))
+            if not self._healthy:
+                self._wake()  # in an outage, every record is a write attempt that tells /readyz the truth
+            return
+        self._dropped += 1
+        dropped = self._dropped
         if dropped & (dropped - 1) == 0:  # log the 1st, 2nd, 4th, 8th ... loss, not every one
             logger.error("audit record dropped (%d so far): the audit store is full or not running", dropped)
 
     async def flush(self) -> None:
         """Wait until everything queued before this call has been written (or has failed)."""
+        if not self._accepting:
+            return
         waiter: _Waiter = asyncio.get_running_loop().create_future()
-        with self._cond:
-            if not self._accepting:
-                return
-            self._queue.append((None, waiter))
-            self._cond.notify()
+        self._queue.append((None, waiter))
+        self._wake()
         await waiter
 
     async def aclose(self) -> None:
         """Write what is queued, then close the database. Later appends raise AuditUnavailable."""
         if not self._started:
             return
-        with self._cond:
-            self._accepting = False
-            self._closing = True
-            self._cond.notify()
+        self._accepting = False
+        self._closing = True
+        self._wakeup.put(None)
         await asyncio.wrap_future(self._stopped)
+
+    def _wake(self) -> None:
+        self._urgent = True
+        if self._idle:
+            self._idle = False  # one token per parking, however many appenders find it parked
+            self._wakeup.put(None)
 
     @property
     def healthy(self) -> bool:
@@ -223,41 +253,43 @@ class SQLiteAuditSink:
             ready.set_exception(exc)
             self._stopped.set_result(None)
             return
-        with self._cond:
-            self._accepting = self._healthy = True
+        self._accepting = self._healthy = True
         ready.set_result(None)
         try:
             self._drain_forever(conn)
         finally:
-            with self._cond:
-                self._accepting = False
-                leftover = list(self._queue)
-                self._queue.clear()
-            self._fail(leftover, "the audit writer stopped")
+            self._accepting = False
+            self._writer_gone = True
+            self._fail_leftovers()
             conn.close()
             self._stopped.set_result(None)
 
+    def _fail_leftovers(self) -> None:
+        # Safe from either thread: each item is popped, and so failed, exactly once.
+        leftover: list[_Item] = []
+        with contextlib.suppress(IndexError):
+            while True:
+                leftover.append(self._queue.popleft())
+        self._fail(leftover, "the audit writer stopped")
+
     def _open(self) -> sqlite3.Connection:
-        if not self.path.exists():
-            # Audit rows name users and may hold arguments: keep the file (and, after it, SQLite's
-            # -wal and -shm files, which copy its mode) private to the gateway's user.
-            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-        conn = sqlite3.connect(
-            uri_for(self.path, read_only=False),
-            uri=True,
-            isolation_level=None,  # we issue BEGIN IMMEDIATE / COMMIT ourselves
-            check_same_thread=False,
-            timeout=self._busy_timeout_ms / 1000,
-        )
+        conn = open_for_appending(self.path, synchronous=self.synchronous, busy_timeout_ms=self._busy_timeout_ms)
         try:
-            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                logger.warning("audit database %s is in journal mode %s, not WAL", self.path, mode)
-            conn.execute("PRAGMA synchronous = FULL")  # the commit is durable before the waiter wakes
-            if schema_version(conn) is None:
-                self._create_schema(conn)
-            self._continue_chain(conn)
+            self._head, discontinuity = chain_position(conn)
+            if discontinuity is not None:
+                # Say so in the log itself, not only in the gateway's own log.
+                logger.error(
+                    "audit database %s: the last row disagrees with the head checkpoint: %s", self.path, discontinuity
+                )
+                now = time.time()
+                event = AuditRecord(
+                    phase="event",
+                    timestamp=now,
+                    event_id=new_event_id(now),
+                    event_type=DISCONTINUITY_EVENT,
+                    detail=json.dumps(discontinuity, separators=(",", ":")),
+                )
+                self._queue.append((event, None))
             if self._on_open is not None:
                 self._on_open(conn)
         except BaseException:
@@ -265,70 +297,52 @@ class SQLiteAuditSink:
             raise
         return conn
 
-    @staticmethod
-    def _create_schema(conn: sqlite3.Connection) -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in SCHEMA_DDL:
-                conn.execute(statement)
-            conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            if read_head(conn) is None and read_tail(conn) is None:
-                write_head(conn, 0, GENESIS_HASH)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-
-    def _continue_chain(self, conn: sqlite3.Connection) -> None:
-        head = read_head(conn)
-        tail = read_tail(conn) or (0, GENESIS_HASH)
-        if head == tail:
-            self._head = tail
-            return
-        # The table and its checkpoint disagree: rows were removed from the tail, or the checkpoint was
-        # edited. Continue after the higher of the two so a removed tail stays visible as a seq gap to
-        # `audit verify`, and say so in the log itself.
-        self._head = tail if head is None or tail[0] >= head[0] else head
-        detail = {
-            "head_seq": None if head is None else head[0],
-            "head_hash": None if head is None else head[1],
-            "tail_seq": tail[0],
-            "tail_hash": tail[1],
-        }
-        logger.error("audit database %s: the last row disagrees with the head checkpoint: %s", self.path, detail)
-        now = time.time()
-        event = AuditRecord(
-            phase="event",
-            timestamp=now,
-            event_id=new_event_id(now),
-            event_type=DISCONTINUITY_EVENT,
-            detail=json.dumps(detail, separators=(",", ":")),
-        )
-        self._queue.append((event, None))
-
     def _drain_forever(self, conn: sqlite3.Connection) -> None:
+        last_attempt = time.monotonic()
         while True:
-            probe = False
-            with self._cond:
-                while not self._queue and not self._closing:
-                    if self._healthy:
-                        self._cond.wait()
-                    elif not self._cond.wait(self._probe_seconds):
-                        probe = True  # unhealthy and idle: find out whether the store can write again
-                        break
-                if not self._queue and not probe:
-                    return  # closing, and everything queued has been written
-                batch = [self._queue.popleft() for _ in range(min(len(self._queue), self._max_batch))]
+            self._idle = True  # before reading _urgent: see __init__
+            if not (self._urgent or self._closing):
+                # Park until someone waits for a write; wake anyway after `nowait_delay` so that records
+                # nobody waits for (outcomes) are never held longer than that.
+                with contextlib.suppress(queue.Empty):
+                    self._wakeup.get(timeout=self._nowait_delay)
+            self._idle = False
+            self._urgent = False  # before taking the batch, so an append racing with it is not missed
+            batch = self._take(self._max_batch)
+            if self._hold_for_company(batch, last_attempt):
+                batch += self._take(self._max_batch - len(batch))
+            if self._queue:
+                self._urgent = True  # more than one batch was queued, and waiters may be among the rest
             try:
                 if batch:
+                    last_attempt = time.monotonic()
                     self._write(conn, batch)
-                else:
-                    self._probe(conn)
+                elif self._closing:
+                    return  # everything queued has been written
+                elif not self._healthy and time.monotonic() - last_attempt >= self._probe_seconds:
+                    last_attempt = time.monotonic()
+                    self._probe(conn)  # unhealthy and idle: find out whether the store can write again
             except Exception:  # a bug, not an I/O error: fail this batch, keep the writer alive
                 logger.exception("audit writer failed unexpectedly")
                 self._unhealthy()
                 self._fail(batch, "the audit writer failed")
+
+    def _take(self, limit: int) -> list[_Item]:
+        batch: list[_Item] = []
+        with contextlib.suppress(IndexError):
+            for _ in range(limit):
+                batch.append(self._queue.popleft())
+        self._pacer.taken(record for record, _ in batch)
+        return batch
+
+    def _hold_for_company(self, batch: list[_Item], last_attempt: float) -> bool:
+        if not self._healthy or self._closing or len(batch) >= self._max_batch:
+            return False
+        someone_waits = any(waiter is not None for _, waiter in batch)
+        hold = self._pacer.hold(someone_waits=someone_waits, last_commit_started=last_attempt, now=time.monotonic())
+        if hold > 0:
+            time.sleep(hold)
+        return hold > 0
 
     def _unhealthy(self) -> None:
         self._healthy = False
@@ -360,56 +374,57 @@ class SQLiteAuditSink:
     def _write(self, conn: sqlite3.Connection, batch: list[_Item]) -> None:
         settlements: list[_Settlement] = [(w, None) for r, w in batch if r is None and w is not None]
         pending = [(r, w) for r, w in batch if r is not None]
+        self._write_records(conn, pending, settlements)
+        self._settle(settlements)  # barriers last: everything queued before them is settled by now
+
+    def _write_records(
+        self,
+        conn: sqlite3.Connection,
+        pending: list[tuple[AuditRecord, _Waiter | None]],
+        settlements: list[_Settlement],
+    ) -> None:
         if not pending:
-            self._settle(settlements)
             return
-        rows: list[tuple[object, ...]] = []
-        written: list[_Waiter | None] = []
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            seq, prev = self._head
-            tail = read_tail(conn)
-            if tail is not None and tail[0] > seq:  # another process appended to the same file
-                seq, prev = tail
-            for record, waiter in pending:
-                try:
-                    sealed, digest = _seal(record, prev)
-                except (TypeError, ValueError) as exc:
-                    self._rejected += 1
-                    logger.error("audit record rejected: %s", exc)
-                    if waiter is not None:
-                        settlements.append((waiter, AuditUnavailable(f"audit record rejected: {exc}")))
-                    continue
-                seq += 1
-                rows.append((seq, *record_values(sealed), prev, digest))
-                written.append(waiter)
-                prev = digest
-            if rows:
-                conn.executemany(INSERT_SQL, rows)
-                write_head(conn, seq, prev)
-            conn.execute("COMMIT")
+            try:
+                head, written, rejected = commit_group(conn, pending, self._head)
+            except sqlite3.IntegrityError:
+                # The seq is taken: another process appended to this file since our last commit. No
+                # SELECT per group to find that out; chain on from its last row instead.
+                rollback(conn)
+                tail = last_row(conn)
+                if tail[0] <= self._head[0]:
+                    raise
+                head, written, rejected = commit_group(conn, pending, tail)
         except sqlite3.Error as exc:
-            if conn.in_transaction:
-                try:
-                    conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    logger.exception("audit rollback failed")
+            rollback(conn)
             # The in-memory head did not move, so the next batch chains from the last durable row.
+            if len(pending) > 1 and getattr(exc, "sqlite_errorcode", 0) & 0xFF not in _LOCK_ERRORS:
+                # One record that cannot be written (too big for the space left, say) must not take the
+                # others of its group with it: write each alone. Not after a lock timeout, which would
+                # only make every record wait that long again.
+                for item in pending:
+                    self._write_records(conn, [item], settlements)
+                return
             self._unhealthy()
             self._failed_batches += 1
             logger.error("audit batch of %d records not written: %s", len(pending), exc)
             self._fail(pending, f"the audit store cannot write: {exc}")
-            self._settle(settlements)
             return
-        self._head = (seq, prev)
+        for waiter, error in rejected:
+            self._rejected += 1
+            logger.error("audit record rejected: %s", error)
+            if waiter is not None:
+                settlements.append((waiter, AuditUnavailable(f"audit record rejected: {error}")))
+        self._head = head
         self._healthy = True
         self._outage = None
-        if rows:
+        self._pacer.committed((record for record, _ in written), time.monotonic())
+        if written:
             self._commits += 1
-            self._appended += len(rows)
-            self._largest_batch = max(self._largest_batch, len(rows))
-        settlements.extend((w, None) for w in written if w is not None)
-        self._settle(settlements)
+            self._appended += len(written)
+            self._largest_batch = max(self._largest_batch, len(written))
+        settlements.extend((w, None) for _, w in written if w is not None)
 
     def _fail(self, items: Sequence[_Item], message: str) -> None:
         settlements: list[_Settlement] = []
@@ -429,12 +444,3 @@ class SQLiteAuditSink:
         for loop, items in by_loop.items():
             with contextlib.suppress(RuntimeError):  # a closed loop has nobody waiting any more
                 loop.call_soon_threadsafe(_settle, items)  # one wake-up per loop per batch
-
-
-def _seal(record: AuditRecord, prev_hash: str) -> tuple[AuditRecord, str]:
-    try:
-        canonical = canonical_record_bytes(record, prev_hash)
-    except UnicodeEncodeError:
-        record = storable(record)
-        canonical = canonical_record_bytes(record, prev_hash)
-    return record, hashlib.sha256(canonical).hexdigest()

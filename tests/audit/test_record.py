@@ -198,3 +198,55 @@ def test_outcome_of_keeps_identity_and_event_id_and_drops_arguments() -> None:
     assert (outcome.outcome, outcome.http_status, outcome.latency_ms) == ("ok", 200, 12.5)
     assert outcome.arguments is None
     assert outcome.arguments_sha256 == intent.arguments_sha256
+
+
+optional_int = st.none() | st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1)
+number = st.floats(allow_nan=False, allow_infinity=False) | st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1)
+string_list = st.lists(text, max_size=3)
+SPECIAL_FIELDS = {
+    "event_id": text,
+    "timestamp": number,
+    "scope_granted": string_list.map(tuple) | string_list,
+    "scopes_required": string_list.map(tuple),
+    "token_ttl": optional_int,
+    "http_status": optional_int,
+    "latency_ms": st.none() | number,
+    "decision": st.sampled_from([None, "allow", "deny", "step_up"]),
+}
+OPTIONAL_TEXT_FIELDS = {name: optional_text for name in RECORD_FIELDS if name not in {"phase", *SPECIAL_FIELDS}}
+
+
+@given(
+    data=st.fixed_dictionaries({**SPECIAL_FIELDS, **OPTIONAL_TEXT_FIELDS}),
+    phase=st.sampled_from(["intent", "outcome", "event"]),
+    prev_hash=text,
+)
+def test_every_shape_of_record_encodes_as_rfc8785_would(data: dict[str, Any], phase: str, prev_hash: str) -> None:
+    # Records of one shape share a precomputed encoding; any shape, any value must still come out as RFC 8785.
+    record = storable(AuditRecord(phase=phase, **data))  # type: ignore[arg-type]
+    expected = rfc8785.dumps(_as_jcs_object(record, prev_hash))  # type: ignore[arg-type]
+    assert canonical_record_bytes(record, prev_hash) == expected
+    assert canonical_record_bytes(record, prev_hash) == expected  # and again, from the cached shape
+
+
+def test_the_gateways_records_take_the_precomputed_encoding() -> None:
+    from mcp_gateway.audit.record import _canonical_text_fast
+
+    intent = make_record()
+    outcome = outcome_of(intent, outcome="ok", timestamp=BASE_TIME + 0.25, http_status=200, latency_ms=0.731)
+    for record in (intent, outcome, make_record("event", event_type="refusal", http_status=401)):
+        assert _canonical_text_fast(record, GENESIS_HASH) is not None
+
+
+@pytest.mark.parametrize(("field", "value"), [("scope_granted", ["a", 1]), ("token_ttl", True), ("tool", b"x")])
+def test_a_value_of_the_wrong_type_is_refused_whatever_shape_the_record_has(field: str, value: object) -> None:
+    record = dataclasses.replace(make_record(), **{field: value})  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        canonical_record_bytes(record, GENESIS_HASH)
+
+
+@pytest.mark.parametrize("value", [2.0, -0.0, 2.0**53, 1e-7, 2**60, -(2**53) + 1, 1e15 + 0.5])
+def test_numbers_outside_the_precomputed_encoding_still_encode_as_the_doubles_rfc8785_sees(value: float) -> None:
+    record = make_record(timestamp=value, latency_ms=value)
+    as_doubles = dataclasses.replace(record, timestamp=float(value), latency_ms=float(value))
+    assert canonical_record_bytes(record, GENESIS_HASH) == rfc8785.dumps(_as_jcs_object(as_doubles, GENESIS_HASH))

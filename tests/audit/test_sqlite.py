@@ -391,3 +391,80 @@ async def test_records_acknowledged_before_a_sigkill_survive_it(tmp_path: Path) 
         with anyio.fail_after(10):
             await sink.append(make_record())
     assert verify(db).ok
+
+
+async def test_an_outcome_does_not_wake_the_writer_and_shares_the_next_intents_commit(tmp_path: Path) -> None:
+    async with opened(tmp_path / "audit.db", nowait_delay_seconds=60, commit_interval_seconds=0) as sink:
+        first = make_record(timestamp=1000.0)
+        with anyio.fail_after(10):
+            await sink.append(first)
+            sink.append_nowait(dataclasses.replace(first, phase="outcome", outcome="ok", http_status=200))
+            await sink.append(make_record(timestamp=1001.0))
+        assert (sink.stats.appended, sink.stats.commits) == (3, 2)
+    assert verify(tmp_path / "audit.db").records == 3
+
+
+async def test_a_record_nobody_waits_for_is_written_within_the_nowait_delay(tmp_path: Path) -> None:
+    async with opened(tmp_path / "audit.db", nowait_delay_seconds=0.05) as sink:
+        sink.append_nowait(make_record("event", event_type="probe"))
+        with anyio.fail_after(5):
+            while sink.stats.appended < 1:  # no flush, no append: only the writer's own timer
+                await anyio.sleep(0.01)
+    assert len(rows(tmp_path / "audit.db")) == 1
+
+
+async def test_closing_writes_what_nobody_waited_for(tmp_path: Path) -> None:
+    async with opened(tmp_path / "audit.db", nowait_delay_seconds=60) as sink:
+        for i in range(3):
+            sink.append_nowait(make_record("event", timestamp=1000.0 + i, event_type="probe"))
+    assert sink.stats.appended == 3
+    assert verify(tmp_path / "audit.db").records == 3
+
+
+@pytest.mark.parametrize(("mode", "pragma"), [("full", 2), ("normal", 1)])
+async def test_the_synchronous_mode_is_sqlites(tmp_path: Path, mode: str, pragma: int) -> None:
+    seen: list[int] = []
+    async with opened(
+        tmp_path / "audit.db",
+        synchronous=mode,
+        on_open=lambda c: seen.append(c.execute("PRAGMA synchronous").fetchone()[0]),
+    ) as sink:
+        assert sink.synchronous == mode
+    assert seen == [pragma]
+    with pytest.raises(ValueError, match="synchronous"):
+        SQLiteAuditSink(tmp_path / "audit.db", synchronous="off")
+
+
+async def test_a_record_too_big_for_the_space_left_fails_alone_not_with_its_group(tmp_path: Path) -> None:
+    db = tmp_path / "audit.db"
+    async with opened(db, on_open=_fill_up, nowait_delay_seconds=60) as sink:
+        small, other = make_record(timestamp=1000.0), make_record(timestamp=1001.0)
+        sink.append_nowait(make_record(timestamp=999.0, arguments="x" * 20_000))
+        sink.append_nowait(small)
+        with anyio.fail_after(10):
+            await sink.append(other)  # wakes the writer: all three are one group, which cannot be written
+        stats = sink.stats
+    assert (stats.appended, stats.lost, stats.failed_batches) == (2, 1, 1)
+    assert [r[1] for r in rows(db)] == [small.event_id, other.event_id]
+    assert verify(db).ok
+
+
+async def test_while_calls_are_in_flight_intents_are_held_to_share_a_commit(tmp_path: Path) -> None:
+    async with opened(tmp_path / "audit.db", commit_interval_seconds=1.0, nowait_delay_seconds=60) as sink:
+        with anyio.fail_after(10):
+            await sink.append(make_record(timestamp=1000.0))  # a call now in flight: no outcome yet
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(sink.append, make_record(timestamp=1001.0))
+                await anyio.sleep(0.1)  # the writer already holds the first intent by now
+                tg.start_soon(sink.append, make_record(timestamp=1002.0))
+        assert (sink.stats.appended, sink.stats.commits) == (3, 2)
+
+
+async def test_a_call_made_while_no_other_is_in_flight_is_not_held(tmp_path: Path) -> None:
+    async with opened(tmp_path / "audit.db", commit_interval_seconds=60, nowait_delay_seconds=60) as sink:
+        first = make_record(timestamp=1000.0)
+        with anyio.fail_after(10):  # far less than the interval
+            await sink.append(first)
+            sink.append_nowait(dataclasses.replace(first, phase="outcome", outcome="ok", http_status=200))
+            await sink.append(make_record(timestamp=1001.0))
+        assert sink.stats.commits == 2

@@ -1,0 +1,167 @@
+"""The audit writer's database work: opening the file for appending, and sealing groups onto the chain."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+from mcp_gateway.audit.record import GENESIS_HASH, AuditRecord, canonical_record_bytes, storable
+from mcp_gateway.audit.schema import (
+    HEAD_TRIGGER_DDL,
+    ROW_COLUMNS,
+    SCHEMA_DDL,
+    SCHEMA_VERSION,
+    insert_rows_sql,
+    read_head,
+    read_tail,
+    record_values,
+    schema_version,
+    uri_for,
+    write_head,
+)
+
+logger = logging.getLogger(__name__)
+
+SYNCHRONOUS: Final = frozenset(("full", "normal"))
+# Rows per INSERT statement: a group up to this size is one statement (and one implicit transaction);
+# larger ones are split, so that few distinct statements are ever prepared and none has more than 999
+# parameters (SQLite's limit before 3.32).
+ROWS_PER_STATEMENT: Final = 32
+_W = TypeVar("_W")
+
+
+def open_for_appending(path: Path, *, synchronous: str, busy_timeout_ms: int) -> sqlite3.Connection:
+    """A connection for the one writer: WAL, `synchronous` ("full" or "normal"), the schema created if
+    missing, and the head trigger that lets `commit_group` move the checkpoint inside its INSERT."""
+    if synchronous not in SYNCHRONOUS:
+        raise ValueError(f"synchronous must be one of {sorted(SYNCHRONOUS)}, not {synchronous!r}")
+    if not path.exists():
+        # Audit rows name users and may hold arguments: keep the file (and, after it, SQLite's
+        # -wal and -shm files, which copy its mode) private to the gateway's user.
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    conn = sqlite3.connect(
+        uri_for(path, read_only=False),
+        uri=True,
+        isolation_level=None,  # autocommit: a group is one INSERT, or BEGIN IMMEDIATE ... COMMIT of several
+        check_same_thread=False,
+        timeout=busy_timeout_ms / 1000,
+    )
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            logger.warning("audit database %s is in journal mode %s, not WAL", path, mode)
+        # FULL: each commit's fsync makes its group durable before the waiters wake, even against power
+        # loss. NORMAL: a commit is in the OS's hands when it returns, so it survives the gateway being
+        # killed but not the machine losing power; the WAL is fsynced at checkpoints only.
+        conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+        if schema_version(conn) is None:
+            _create_schema(conn)
+        conn.execute(HEAD_TRIGGER_DDL)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _create_schema(conn: sqlite3.Connection) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in SCHEMA_DDL:
+            conn.execute(statement)
+        conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        if read_head(conn) is None and read_tail(conn) is None:
+            write_head(conn, 0, GENESIS_HASH)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def chain_position(conn: sqlite3.Connection) -> tuple[tuple[int, str], dict[str, Any] | None]:
+    """Where the next record chains on: (seq, hash). Second, when the last row and the head checkpoint
+    disagree, the details for an audit event saying so (None when they agree)."""
+    head = read_head(conn)
+    tail = last_row(conn)
+    if head == tail:
+        return tail, None
+    # Rows were removed from the tail, or the checkpoint was edited. Continue after the higher of the
+    # two so that a removed tail stays visible to `audit verify` as a seq gap.
+    position = tail if head is None or tail[0] >= head[0] else head
+    detail = {
+        "head_seq": None if head is None else head[0],
+        "head_hash": None if head is None else head[1],
+        "tail_seq": tail[0],
+        "tail_hash": tail[1],
+    }
+    return position, detail
+
+
+def last_row(conn: sqlite3.Connection) -> tuple[int, str]:
+    """The last row's (seq, hash); (0, GENESIS_HASH) for an empty log."""
+    return read_tail(conn) or (0, GENESIS_HASH)
+
+
+def commit_group(
+    conn: sqlite3.Connection, pending: list[tuple[AuditRecord, _W]], head: tuple[int, str]
+) -> tuple[tuple[int, str], list[tuple[AuditRecord, _W]], list[tuple[_W, Exception]]]:
+    """Seal `pending` (records, each with a tag) onto the chain after `head` and commit it as one
+    transaction: one fsync (with synchronous=FULL) for the whole group. Returns the new head, the items
+    written, and the tags of the records refused (a field of the wrong type or outside JSON) with why.
+
+    Raises sqlite3.Error with nothing written, IntegrityError in particular when `head` is not the end of
+    the log (another process appended): the caller rolls back and chains on from `last_row`.
+    """
+    seq, prev = head
+    params: list[object] = []
+    written: list[tuple[AuditRecord, _W]] = []
+    rejected: list[tuple[_W, Exception]] = []
+    for item in pending:
+        record, tag = item
+        try:
+            sealed, digest = seal(record, prev)
+        except (TypeError, ValueError) as exc:
+            rejected.append((tag, exc))
+            continue
+        seq += 1
+        params.append(seq)
+        params += record_values(sealed)
+        params.append(prev)
+        params.append(digest)
+        written.append(item)
+        prev = digest
+    rows = len(written)
+    if rows <= ROWS_PER_STATEMENT:
+        if rows:  # one statement, its own transaction; the head trigger moves the checkpoint within it
+            conn.execute(insert_rows_sql(rows), params)
+        return (seq, prev), written, rejected
+    conn.execute("BEGIN IMMEDIATE")
+    width = ROWS_PER_STATEMENT * len(ROW_COLUMNS)
+    for start in range(0, len(params), width):
+        chunk = params[start : start + width]
+        conn.execute(insert_rows_sql(len(chunk) // len(ROW_COLUMNS)), chunk)
+    conn.execute("COMMIT")
+    return (seq, prev), written, rejected
+
+
+def rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            logger.exception("audit rollback failed")
+
+
+def seal(record: AuditRecord, prev_hash: str) -> tuple[AuditRecord, str]:
+    """`record` as it will be stored (see `storable`), and its chain hash after `prev_hash`."""
+    try:
+        canonical = canonical_record_bytes(record, prev_hash)
+    except UnicodeEncodeError:
+        record = storable(record)
+        canonical = canonical_record_bytes(record, prev_hash)
+    return record, hashlib.sha256(canonical).hexdigest()
