@@ -45,7 +45,7 @@ def _serve(config_path: str, audit: str) -> None:
     from mcp_gateway.config import load_config
 
     config = load_config(config_path)
-    app = create_app(config, audit=NullAuditSink() if audit == "off" else None)
+    app = create_app(config, audit=NullAuditSink() if audit == "off" else None, tune_gc=True)
     uvicorn.run(
         app,
         host=config.host,

@@ -17,7 +17,7 @@ def _serve(args: argparse.Namespace) -> int:
     from mcp_gateway.config import load_config
 
     config = load_config(args.config)
-    app = create_app(config)
+    app = create_app(config, tune_gc=True)
     uvicorn.run(
         app,
         host=args.host or config.host,

@@ -19,14 +19,27 @@ def bearer_token(headers: Sequence[tuple[bytes, bytes]], *, max_token_bytes: int
     looked at (RFC 6750 §2.3 is forbidden by the MCP authorization spec, §2.2 form bodies are not
     MCP). Messages are generic and never contain the token.
     """
-    values = [value for name, value in headers if name == b"authorization"]
-    if not values:
+    return checked_token(bearer_credential(headers, max_token_bytes=max_token_bytes))
+
+
+def bearer_credential(headers: Sequence[tuple[bytes, bytes]], *, max_token_bytes: int) -> bytes:
+    """The raw bytes of the one bearer token in `Authorization`, every check of `bearer_token` but its syntax.
+
+    The syntax check (`checked_token`) is the last one `bearer_token` makes, so a caller that already
+    knows these exact bytes passed it (a verified-token cache keyed by their hash) may skip it and
+    still refuse exactly what `bearer_token` refuses, with the same error.
+    """
+    value: bytes | None = None
+    for name, field in headers:
+        if name == b"authorization":
+            if value is not None:
+                # RFC 6750 §3.1 invalid_request: "uses more than one method for including an access token".
+                raise InvalidRequest("more than one Authorization header")
+            value = field
+    if value is None:
         # RFC 6750 §3.1: a request without authentication information gets no error code.
         raise MissingToken("authentication required")
-    if len(values) > 1:
-        # RFC 6750 §3.1 invalid_request: "uses more than one method for including an access token".
-        raise InvalidRequest("more than one Authorization header")
-    value = values[0].strip(b" \t")  # RFC 9110 §5.5: surrounding whitespace is not part of the value
+    value = value.strip(b" \t")  # RFC 9110 §5.5: surrounding whitespace is not part of the value
     scheme, _, rest = value.partition(b" ")
     if scheme.lower() != _SCHEME:
         # RFC 6750 §3.1: a client that "attempted using an unsupported authentication method" is
@@ -39,6 +52,11 @@ def bearer_token(headers: Sequence[tuple[bytes, bytes]], *, max_token_bytes: int
         raise InvalidToken("the access token is too large")
     if not token:
         raise InvalidRequest("the Authorization header has no bearer token")
+    return token
+
+
+def checked_token(token: bytes) -> str:
+    """`token` as text if it follows the RFC 6750 §2.1 b64token syntax, else InvalidRequest."""
     if _B64TOKEN.fullmatch(token) is None:
         # RFC 6750 §3.1 invalid_request: the header does not follow the §2.1 syntax; it is the
         # request that is malformed, so this is 400 rather than a verdict on a token.

@@ -7,7 +7,7 @@ import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 from mcp_gateway.auth.principal import Principal
 from mcp_gateway.errors import ConfigError, HTTPError
@@ -86,14 +86,29 @@ class CachingVerifier:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def cached(self, token: bytes, *, resource: str) -> Principal | None:
+        """The principal a still-valid earlier verification of exactly `token` gave, or None.
+
+        Nothing is verified here; a miss is for `verify`. Only tokens that verified are ever stored,
+        so a hit also means that these bytes once passed every syntax check.
+        """
+        return self._lookup((hashlib.sha256(token).digest(), resource))
+
+    def _lookup(self, key: tuple[bytes, str]) -> Principal | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if self._clock() < entry[1]:
+            self._entries.move_to_end(key)
+            return entry[0]
+        del self._entries[key]
+        return None
+
     async def verify(self, token: str, *, resource: str) -> Principal:
         key = (hashlib.sha256(token.encode()).digest(), resource)
-        entry = self._entries.get(key)
-        if entry is not None:
-            if self._clock() < entry[1]:
-                self._entries.move_to_end(key)
-                return entry[0]
-            del self._entries[key]
+        principal = self._lookup(key)
+        if principal is not None:
+            return principal
         principal = await self._inner.verify(token, resource=resource)
         now = self._clock()
         valid_until = principal.expires_at
@@ -129,6 +144,11 @@ class _ByTokenFormat:
         # RFC 7515 §7.1 compact JWS has exactly two dots; a JWE (four) is refused by the JWT verifier too.
         target = self._jwt if token.count(".") in (2, 4) else self._opaque
         return await target.verify(token, resource=resource)
+
+    def cached(self, token: bytes, *, resource: str) -> Principal | None:
+        target = self._jwt if token.count(b".") in (2, 4) else self._opaque
+        lookup = getattr(target, "cached", None)
+        return None if lookup is None else cast(Principal | None, lookup(token, resource=resource))
 
 
 def build_verifier(

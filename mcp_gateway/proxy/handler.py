@@ -6,13 +6,14 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 from mcp.shared.inbound import InboundLadderRejection, classify_inbound_request, find_duplicated_routing_header
 from mcp_types.methods import CLIENT_REQUESTS
 
 from mcp_gateway.audit.sink import AuditSink
-from mcp_gateway.auth.bearer import bearer_token
+from mcp_gateway.auth.bearer import bearer_credential, checked_token
 from mcp_gateway.auth.principal import Principal
 from mcp_gateway.auth.verifier import TokenVerifier
 from mcp_gateway.config import GatewayConfig
@@ -44,6 +45,7 @@ MODERN_VERSIONS = ("2026-07-28",)
 HANDSHAKE_VERSIONS = ("2025-11-25", "2025-06-18")
 SUPPORTED_VERSIONS = (*MODERN_VERSIONS, *HANDSHAKE_VERSIONS)
 AUDITED_METHODS = frozenset({"tools/call", "resources/read", "prompts/get"})
+_FINGERPRINT_CACHE_SIZE = 4096
 
 # Request headers relayed upstream: an allowlist, so hop-by-hop headers, cookies, the client's
 # Authorization and forwarding headers are never passed on (MCP authorization §Token Passthrough).
@@ -108,13 +110,17 @@ class McpEndpoint:
         self.monotonic = monotonic  # token buckets need a clock that never steps back
         self.guard = OriginGuard(config)
         self._max_token = config.auth.max_token_bytes if config.auth else 8192
+        # A verifier with a verified-token cache answers a repeated token without a coroutine.
+        self._cached: Callable[..., Principal | None] | None = getattr(verifier, "cached", None)
+        self._fingerprints: dict[tuple[str, str | None, str], str] = {}
         self._background: set[asyncio.Task[None]] = set()
 
-    async def __call__(self, route: Route, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, route: Route, scope: Scope, receive: Receive, send: Send) -> int:
+        """Serve one request; return the HTTP status it ended with (499: the client left before the end)."""
         headers: Headers = scope["headers"]
         ctx = self.recorder.begin(route, scope, self.clock())
         try:
-            if sum(len(k) + len(v) for k, v in headers) > self.config.max_header_bytes:
+            if sum(map(len, chain.from_iterable(headers))) > self.config.max_header_bytes:
                 # RFC 6585 §5: 431, refused before any token is parsed or any key looked up.
                 raise TransportRejected("Request Header Fields Too Large", status_code=431)
             self.guard.check(header(headers, b"host"), header(headers, b"origin"))
@@ -134,6 +140,7 @@ class McpEndpoint:
             await self._refuse(send, exc, ctx, [("retry-after", "5")])
         except HTTPError as exc:
             await self._refuse(send, exc, ctx, exc.headers)
+        return ctx.http_status or 0
 
     # -- POST -------------------------------------------------------------------------------------
 
@@ -227,8 +234,17 @@ class McpEndpoint:
             raise ProtocolRejected(verdict.message, jsonrpc_code=verdict.code, data=verdict.data)
 
     async def _authenticate(self, route: Route, headers: Headers, ctx: Any) -> Principal:
+        cached = self._cached
         try:
-            token = bearer_token(headers, max_token_bytes=self._max_token)
+            raw = bearer_credential(headers, max_token_bytes=self._max_token)
+            if cached is not None:
+                principal = cached(raw, resource=route.resource_uri)
+                if principal is not None:
+                    # Only a token that passed `checked_token` below and then verified is ever cached
+                    # (this is the verifier's only caller), so these exact bytes have passed it before.
+                    ctx.principal = principal
+                    return principal
+            token = checked_token(raw)
         except AuthError as exc:
             ctx.error = exc.error_code or "missing_token"
             raise
@@ -263,10 +279,18 @@ class McpEndpoint:
             # MCP transports §Session Management: a request without a required session id → 400.
             raise ProtocolRejected("Bad Request: Mcp-Session-Id header is required", jsonrpc_code=-32600)
         ctx.session_id = sealed.decode("latin-1")
-        claims = self.sealer.open(
-            ctx.session_id, server=route.name, principal=principal_fingerprint(principal.binding_key())
-        )
-        return claims
+        return self.sealer.open(ctx.session_id, server=route.name, principal=self._fingerprint(principal))
+
+    def _fingerprint(self, principal: Principal) -> str:
+        # `binding_key()` is JSON of exactly these three fields, so they key its fingerprint.
+        key = (principal.issuer, principal.subject, principal.agent_id)
+        fingerprint = self._fingerprints.get(key)
+        if fingerprint is None:
+            fingerprint = principal_fingerprint(principal.binding_key())
+            if len(self._fingerprints) >= _FINGERPRINT_CACHE_SIZE:
+                self._fingerprints.clear()
+            self._fingerprints[key] = fingerprint
+        return fingerprint
 
     async def _deny(self, send: Send, msg: jsonrpc.ClientMessage, ctx: Any, text: str | None = None) -> None:
         # Deny by default, without revealing whether the target exists upstream.
@@ -327,7 +351,7 @@ class McpEndpoint:
             event_ids=None if claims is None else self.sealer.event_ids(claims),
         )
         if msg.method == "initialize" and not era.modern:
-            fingerprint = principal_fingerprint(principal.binding_key())
+            fingerprint = self._fingerprint(principal)
 
             def seal(upstream_id: str) -> str:
                 created = SessionClaims(route.name, upstream_id, fingerprint, int(self.clock()))

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mcp_gateway.audit.record import AuditRecord, arguments_digest, new_event_id, redact
-from mcp_gateway.audit.sink import AuditSink
+from mcp_gateway.audit.sink import AuditSink, NullAuditSink
 from mcp_gateway.audit.summary import RefusalSummarizer
 from mcp_gateway.auth.principal import Principal
 from mcp_gateway.config import GatewayConfig
@@ -36,7 +36,7 @@ class CallContext:
     timestamp: float
     client_address: str | None
     started: float = field(default_factory=time.perf_counter)
-    event_id: str = field(default_factory=new_event_id)
+    event_id: str | None = None  # drawn when the first record is built: most exchanges build none
     message: ClientMessage | None = None
     principal: Principal | None = None
     token_reference: str | None = None  # `token_reference(token)` of a token that did not verify
@@ -60,6 +60,9 @@ class CallRecorder:
 
     def __init__(self, config: GatewayConfig, sink: AuditSink, summarizer: RefusalSummarizer) -> None:
         self.sink = sink
+        # `[audit] enabled = false`: the sink drops every record, so none is built. The pipeline's
+        # bookkeeping (intent written, closed) is kept as if they had been, so control flow is the same.
+        self.enabled = not isinstance(sink, NullAuditSink)
         self.summarizer = summarizer
         self.policy_version = config.policy_version
         self.store_arguments = config.audit.store_arguments
@@ -73,6 +76,8 @@ class CallRecorder:
 
     def security_event(self, route: Any, event_type: str, detail: dict[str, Any], now: float) -> None:
         """A record of its own for what the gateway saw of an upstream (identity mismatch, quarantine)."""
+        if not self.enabled:
+            return
         self.sink.append_nowait(
             AuditRecord(
                 phase="event",
@@ -92,20 +97,24 @@ class CallRecorder:
 
     async def intent(self, ctx: CallContext) -> None:
         # Durable before forwarding: AuditUnavailable propagates and the call is refused with 503.
-        await self.sink.append(self.build(ctx, "intent"))
+        if self.enabled:
+            await self.sink.append(self.build(ctx, "intent"))
         ctx.intent_written = True
 
     def outcome(self, ctx: CallContext) -> None:
         if ctx.closed:
             return
         ctx.closed = True
-        self.sink.append_nowait(self.build(ctx, "outcome"))
+        if self.enabled:
+            self.sink.append_nowait(self.build(ctx, "outcome"))
 
     def refusal(self, ctx: CallContext) -> None:
         if ctx.intent_written:
             self.outcome(ctx)
             return
         ctx.closed = True
+        if not self.enabled:
+            return
         record = self.build(ctx, "event", event_type="refusal")
         if ctx.principal is None:
             # Unauthenticated refusals are summarised so that a flood cannot fill the disk.
@@ -132,10 +141,13 @@ class CallRecorder:
             verdict = "deny"
         else:
             verdict = None
+        event_id = ctx.event_id
+        if event_id is None:
+            event_id = ctx.event_id = new_event_id()  # shared by the intent and outcome records
         return AuditRecord(
             phase=phase,  # type: ignore[arg-type]
             timestamp=ctx.timestamp,
-            event_id=ctx.event_id,
+            event_id=event_id,
             agent_id=principal.agent_id if principal else None,
             delegating_user=principal.delegating_user if principal else None,
             session_id=ctx.session_id,

@@ -9,6 +9,7 @@ import hmac
 import json
 import os
 from dataclasses import dataclass
+from typing import TypeVar
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -18,6 +19,8 @@ from mcp_gateway.errors import SessionNotFound
 _VERSION = b"\x01"
 _MAX_SEALED_CHARS = 1024
 _EVENT_TAG_BYTES = 12  # 96 bits: 16 base64url characters, no padding
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,15 +43,18 @@ class EventIds:
     Last-Event-ID without a valid one is refused before anything reaches the upstream.
     """
 
-    __slots__ = ("_context", "_key")
+    __slots__ = ("_mac",)
 
     def __init__(self, key: bytes, claims: SessionClaims) -> None:
-        self._key = key
-        self._context = "\x00".join((claims.server, claims.upstream_session_id, claims.principal, "")).encode()
+        context = "\x00".join((claims.server, claims.upstream_session_id, claims.principal, "")).encode()
+        # HMAC(key, context + event_id): the state after the context is computed once per session and
+        # copied for each id, which gives the same MAC as hashing the concatenation each time.
+        self._mac = hmac.new(key, context, hashlib.sha256)
 
     def tag(self, event_id: bytes) -> bytes:
-        mac = hmac.digest(self._key, self._context + event_id, "sha256")
-        return event_id + b"." + base64.urlsafe_b64encode(mac[:_EVENT_TAG_BYTES])
+        mac = self._mac.copy()
+        mac.update(event_id)
+        return event_id + b"." + base64.urlsafe_b64encode(mac.digest()[:_EVENT_TAG_BYTES])
 
     def untag(self, tagged: bytes) -> bytes | None:
         """The upstream's event id inside `tagged`, or None if this session did not issue it."""
@@ -76,6 +82,11 @@ class SessionSealer:
         # Derive purpose-bound subkeys so that the configured secret is never used directly.
         self._aead = AESGCM(hmac.digest(key, b"mcp-gateway session seal v1", "sha256"))
         self._event_key = hmac.digest(key, b"mcp-gateway event id v1", "sha256")
+        # Ids that opened before, with what they opened to. `open` is a pure function of the id, the
+        # route and the principal (the key never changes), so a hit is the answer the AEAD would give;
+        # only successes are kept, and at most _OPENED_CACHE_SIZE of them (oldest dropped first).
+        self._opened: dict[tuple[str, str, str], SessionClaims] = {}
+        self._event_ids: dict[SessionClaims, EventIds] = {}
 
     def seal(self, claims: SessionClaims) -> str:
         plaintext = json.dumps(
@@ -87,6 +98,14 @@ class SessionSealer:
 
     def open(self, sealed_id: str, *, server: str, principal: str) -> SessionClaims:
         """Return the claims, or raise SessionNotFound for anything forged, foreign or for another route."""
+        key = (sealed_id, server, principal)
+        claims = self._opened.get(key)
+        if claims is None:
+            claims = self._open(sealed_id, server=server, principal=principal)
+            _remember(self._opened, key, claims)
+        return claims
+
+    def _open(self, sealed_id: str, *, server: str, principal: str) -> SessionClaims:
         if len(sealed_id) > _MAX_SEALED_CHARS:
             raise SessionNotFound("Session not found")
         try:
@@ -108,4 +127,17 @@ class SessionSealer:
         return SessionClaims(server, str(upstream_id), str(owner), int(created))
 
     def event_ids(self, claims: SessionClaims) -> EventIds:
-        return EventIds(self._event_key, claims)
+        event_ids = self._event_ids.get(claims)
+        if event_ids is None:
+            event_ids = EventIds(self._event_key, claims)
+            _remember(self._event_ids, claims, event_ids)
+        return event_ids
+
+
+_OPENED_CACHE_SIZE = 4096
+
+
+def _remember(cache: dict[_K, _V], key: _K, value: _V) -> None:
+    if len(cache) >= _OPENED_CACHE_SIZE:
+        del cache[next(iter(cache))]  # the oldest entry: dicts keep insertion order
+    cache[key] = value

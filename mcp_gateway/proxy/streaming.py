@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -55,8 +55,10 @@ class DisconnectWatch:
         await self._send(message)
 
     async def __aenter__(self) -> DisconnectWatch:
-        self._task = asyncio.current_task()
-        self._watcher = asyncio.get_running_loop().create_task(self._watch())
+        task = self._task = asyncio.current_task()
+        # The task's own loop: each asyncio.get_running_loop() costs a getpid() system call.
+        loop = task.get_loop() if task is not None else asyncio.get_running_loop()
+        self._watcher = loop.create_task(self._watch())
         return self
 
     async def _watch(self) -> None:
@@ -71,13 +73,17 @@ class DisconnectWatch:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool:
+        completed = self._done  # the last body message went out through `send`
         self._done = True
         watcher, self._watcher = self._watcher, None
-        if watcher is not None:
+        if watcher is not None and not completed:
             # Dropping our reference matters: the cancelled watcher keeps its CancelledError, whose
             # traceback holds the frame that holds us, and a cycle would be left for the cyclic GC to
             # find on every request.
             watcher.cancel()
+        # Once the response is complete the watcher is left to end by itself: ASGI's receive() answers
+        # http.disconnect as soon as a response has been sent, and the watcher then returns, cancelling
+        # nothing. That spares creating and raising a CancelledError on every request.
         if self.disconnected and exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
             assert self._task is not None
             # Swallow our own cancellation only: if someone else (a shutdown) also cancelled this
@@ -221,44 +227,51 @@ async def _relay_sse(
     reject = options.reject_server_request
     event_ids = options.event_ids
     failure: str | None = None
-    body = response.aiter_body()
+    batches = response.aiter_batches()
     complete = False
+    # Events are relayed as they arrive, but the events of one batch (whatever reached us in one read)
+    # go out in one write, and the batch that ends the upstream body goes out with the end of ours.
+    pending: list[bytes] = []
     try:
-        async for chunk in body:
-            for event in parser.feed(chunk):
-                data = event.data
-                if data:
-                    out = judge.judge(data, state)
-                    if state.rejected_server_requests:
-                        # Answer a refused server request at once: the upstream is waiting for it, and
-                        # this stream does not end until it gets an answer.
-                        for request_id, method in state.rejected_server_requests:
-                            if reject is not None:
-                                reject(request_id, method)
-                        state.rejected_server_requests.clear()
-                    if out is None:
-                        continue
-                else:
-                    # No message: a keep-alive comment, or a priming event (an id with empty data) that
-                    # lets the client resume before the first message arrives (MCP 2025-11-25).
-                    out = data
-                event_id = event.id
-                if event_id is not None:
-                    if event_ids is not None:
-                        event_id = event_ids.tag(event_id)
-                    state.last_event_id = event_id
-                raw = frame(out, event_id=event_id, event=event.event, retry=event.retry)
-                await send({"type": "http.response.body", "body": raw, "more_body": True})
-                if state.resumed and state.answered:
-                    # A resumed stream ends with the response of the stream it resumes. Whatever an
-                    # upstream replays after it is not this stream's: an event store that files events
-                    # by request id alone (the example upstream's does) mixes in other sessions'.
-                    complete = True
+        async for chunks in batches:
+            for chunk in chunks:
+                for event in parser.feed(chunk):
+                    data = event.data
+                    if data:
+                        out = judge.judge(data, state)
+                        if state.rejected_server_requests:
+                            # Answer a refused server request at once: the upstream is waiting for it, and
+                            # this stream does not end until it gets an answer.
+                            for request_id, method in state.rejected_server_requests:
+                                if reject is not None:
+                                    reject(request_id, method)
+                            state.rejected_server_requests.clear()
+                        if out is None:
+                            continue
+                    else:
+                        # No message: a keep-alive comment, or a priming event (an id with empty data) that
+                        # lets the client resume before the first message arrives (MCP 2025-11-25).
+                        out = data
+                    event_id = event.id
+                    if event_id is not None:
+                        if event_ids is not None:
+                            event_id = event_ids.tag(event_id)
+                        state.last_event_id = event_id
+                    pending.append(frame(out, event_id=event_id, event=event.event, retry=event.retry))
+                    if state.resumed and state.answered:
+                        # A resumed stream ends with the response of the stream it resumes. Whatever an
+                        # upstream replays after it is not this stream's: an event store that files events
+                        # by request id alone (the example upstream's does) mixes in other sessions'.
+                        complete = True
+                        break
+                if complete:
                     break
             if complete:
-                if isinstance(body, AsyncGenerator):
-                    await body.aclose()  # the upstream connection is closed mid-body, never reused
+                await batches.aclose()  # the upstream connection is closed mid-body, never reused
                 break
+            if pending and not response.body_complete:
+                await send({"type": "http.response.body", "body": b"".join(pending), "more_body": True})
+                pending = []
         else:
             parser.close()
     except UpstreamTimeout:
@@ -276,8 +289,7 @@ async def _relay_sse(
             # The client is owed an answer: say what happened instead of leaving it waiting.
             failure = failure or "Bad Gateway: the upstream ended the stream without a valid response"
             ctx.outcome = ctx.outcome or "upstream_error"
-            error = jsonrpc.error_body(state.request_id, jsonrpc.INTERNAL_ERROR, failure)
-            await send({"type": "http.response.body", "body": frame(error), "more_body": True})
+            pending.append(frame(jsonrpc.error_body(state.request_id, jsonrpc.INTERNAL_ERROR, failure)))
     elif state.answered:
         ctx.outcome = state.outcome
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    await send({"type": "http.response.body", "body": b"".join(pending), "more_body": False})

@@ -15,13 +15,13 @@ from mcp_gateway.errors import UpstreamConnectError, UpstreamError, UpstreamProt
 _PAUSE_READING_AT = 256 * 1024
 
 
+# Timers fire to the loop's clock resolution (uvloop: a millisecond), so a wait this close to its deadline
+# when the timer fires has timed out; re-arming for the rest would spin.
+_TIMER_SLACK = 0.001
+
+
 class _StopParsing(Exception):
     """Raised inside an llhttp callback to abort `feed_data`; the reason, if any, is in `Connection._refusal`."""
-
-
-def _expire(waiter: asyncio.Future[bool]) -> None:
-    if not waiter.done():
-        waiter.set_result(False)
 
 
 class Connection(asyncio.Protocol):
@@ -38,6 +38,11 @@ class Connection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self._transport: asyncio.Transport  # set by connection_made, before create_connection returns
         self._waiter: asyncio.Future[bool] | None = None
+        # One timer outlives many waits: it is armed when a wait needs it and none is pending, and checks on
+        # firing whether the wait in progress (if any) has reached its own deadline, re-arming if not. A
+        # request then costs one timer, not one per wait (an SSE stream waits once per chunk).
+        self._timer: asyncio.TimerHandle | None = None
+        self._wait_deadline = 0.0
         self._lost: asyncio.Future[None] = loop.create_future()
         self._paused = False
         self.closed = False
@@ -97,14 +102,31 @@ class Connection(asyncio.Protocol):
 
     async def wait(self, timeout: float) -> bool:
         """Wait until the peer sends bytes, closes, or breaks a rule; False if `timeout` seconds pass first."""
-        waiter: asyncio.Future[bool] = self._loop.create_future()
+        loop = self._loop
+        waiter: asyncio.Future[bool] = loop.create_future()
         self._waiter = waiter
-        timer = self._loop.call_later(timeout, _expire, waiter)
+        deadline = self._wait_deadline = loop.time() + timeout
+        timer = self._timer
+        if timer is None or timer.when() > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer = loop.call_at(deadline, self._on_timer)
         try:
             return await waiter
         finally:
-            timer.cancel()
             self._waiter = None
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return  # no wait in progress: the next one arms a timer again
+        deadline = self._wait_deadline
+        if self._loop.time() < deadline - _TIMER_SLACK:
+            # Armed by an earlier wait; the one in progress started later and has time left.
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+            return
+        waiter.set_result(False)
 
     def take_chunks(self) -> list[bytes]:
         """Hand over the body bytes parsed so far, and resume reading if back-pressure had paused it."""
@@ -178,6 +200,9 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._active and self.error is None:
             error: UpstreamError
             if self._received == 0:

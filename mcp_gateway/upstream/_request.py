@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import NoReturn
 
 # RFC 9110 §9.1 / §5.6.2: method = token; tchar is this set.
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -39,6 +40,28 @@ def encode_request(request_line: bytes, headers: Sequence[tuple[bytes, bytes]], 
     """The whole request as one buffer, after checking every caller-supplied field line."""
     parts = [request_line]
     append = parts.append
+    values = []
+    names_ok = True
+    for name, value in headers:
+        if name not in _VALID_NAMES and not _valid_name(name):
+            names_ok = False
+        append(name)
+        append(b": ")
+        append(value)
+        append(b"\r\n")
+        values.append(value)
+    # The value check is a character class, so one search over every value finds a bad byte in any of them.
+    if not names_ok or _INVALID_VALUE.search(b"".join(values)) is not None:
+        _refuse_first(headers)
+    # RFC 9112 §6.2: always a Content-Length, never chunked: the body is in memory and the length is known.
+    append(b"content-length: %d\r\n\r\n" % len(body))
+    if body:
+        append(body)
+    return b"".join(parts)
+
+
+def _refuse_first(headers: Sequence[tuple[bytes, bytes]]) -> NoReturn:
+    """Raise for the first bad field line, checking line by line in order (names before their values)."""
     for name, value in headers:
         if _TOKEN.fullmatch(name) is None:
             raise ValueError(f"header name is not a token (RFC 9110 §5.1): {name!r}")
@@ -46,12 +69,18 @@ def encode_request(request_line: bytes, headers: Sequence[tuple[bytes, bytes]], 
             raise ValueError(f"header {name!r} is set by the upstream pool, not the caller")
         if _INVALID_VALUE.search(value) is not None:
             raise ValueError(f"header {name!r} has a control character in its value (RFC 9110 §5.5)")
-        append(name)
-        append(b": ")
-        append(value)
-        append(b"\r\n")
-    # RFC 9112 §6.2: always a Content-Length, never chunked: the body is in memory and the length is known.
-    append(b"content-length: %d\r\n\r\n" % len(body))
-    if body:
-        append(body)
-    return b"".join(parts)
+    raise AssertionError("a field line was refused but none is at fault")
+
+
+# Field names known to pass the name checks: a route relays a handful. Bounded, since the names of
+# Mcp-Param-* headers are the client's.
+_VALID_NAMES: set[bytes] = set()
+_VALID_NAMES_MAX = 256
+
+
+def _valid_name(name: bytes) -> bool:
+    if _TOKEN.fullmatch(name) is None or name.lower() in _FRAMING_FIELDS:
+        return False
+    if len(_VALID_NAMES) < _VALID_NAMES_MAX:
+        _VALID_NAMES.add(name)
+    return True

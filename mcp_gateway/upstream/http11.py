@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from types import TracebackType
 from typing import Literal
 from urllib.parse import urlsplit
@@ -67,6 +67,28 @@ class UpstreamResponse:
             self._release(reuse=False)
             raise
         self._release(reuse=True)
+
+    async def aiter_batches(self) -> AsyncGenerator[list[bytes]]:
+        """Like `aiter_body`, but yields every chunk that has arrived since the last yield as one list.
+
+        A consumer that relays what it gets can then write once per batch; `body_complete` says whether the
+        batch just yielded was the last.
+        """
+        conn = self._live_connection()
+        try:
+            while (chunks := await self._next_chunks(conn)) is not None:
+                yield chunks
+        except BaseException:
+            # Includes cancellation and GeneratorExit: the exchange is mid-body, so the connection is useless.
+            self._release(reuse=False)
+            raise
+        self._release(reuse=True)
+
+    @property
+    def body_complete(self) -> bool:
+        """True when the whole body has arrived and been handed over: reading on would end without waiting."""
+        conn = self._conn
+        return conn is not None and conn.complete and not conn.chunks and conn.error is None
 
     async def read(self, limit: int | None = None) -> bytes:
         """The whole body; UpstreamProtocolError if it is longer than `limit` or the pool's `max_body_bytes`."""

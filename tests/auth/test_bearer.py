@@ -101,3 +101,16 @@ def test_any_header_bytes_give_a_token_or_an_auth_error_never_another_exception(
         return
     assert 0 < len(token) <= 32
     assert [name for name, _ in headers].count(b"authorization") == 1
+
+
+def test_bearer_credential_makes_every_check_but_the_syntax_which_checked_token_makes() -> None:
+    from mcp_gateway.auth.bearer import bearer_credential, checked_token
+
+    raw = bearer_credential([(b"authorization", f"Bearer  {TOKEN} ".encode())], max_token_bytes=MAX)
+    assert raw == TOKEN.encode()
+    assert checked_token(raw) == TOKEN
+    odd = bearer_credential([(b"authorization", b"Bearer a,b")], max_token_bytes=MAX)
+    with pytest.raises(InvalidRequest):
+        checked_token(odd)
+    with pytest.raises(InvalidRequest):
+        bearer_credential([(b"authorization", b"Bearer a,b")] * 2, max_token_bytes=MAX)

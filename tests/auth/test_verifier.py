@@ -135,3 +135,20 @@ async def test_build_verifier_without_introspection_is_a_cached_jwt_verifier(clo
         verifier = build_verifier(make_auth_config("https://issuer.test/jwks.json"), http_client=client, clock=clock)
     assert isinstance(verifier, CachingVerifier)
     assert not verifier.ready
+
+
+async def test_cached_answers_only_from_earlier_verifications_and_never_past_their_validity(clock: FakeClock) -> None:
+    inner = CountingVerifier(expires_at=clock.now + 5)
+    verifier = CachingVerifier(inner, clock=clock)
+    assert verifier.cached(b"good-1", resource=RESOURCE) is None
+    principal = await verifier.verify("good-1", resource=RESOURCE)
+    assert verifier.cached(b"good-1", resource=RESOURCE) is principal
+    assert verifier.cached(b"good-1", resource=OTHER) is None
+    assert verifier.cached(b"good-2", resource=RESOURCE) is None
+    with pytest.raises(InvalidToken):
+        await verifier.verify("bad", resource=RESOURCE)
+    assert verifier.cached(b"bad", resource=RESOURCE) is None
+    clock.advance(5)
+    assert verifier.cached(b"good-1", resource=RESOURCE) is None
+    assert len(verifier) == 0
+    assert inner.calls == 2

@@ -873,3 +873,55 @@ async def test_verify_peer_is_not_called_for_http() -> None:
             pool = UpstreamPool(server.url(), verify_peer=verify_peer)
             assert await post(pool) == b"{}"
             await pool.aclose()
+
+
+async def test_each_wait_times_out_after_its_own_read_timeout_whatever_an_earlier_wait_armed() -> None:
+    # One timer serves many waits on a connection: a wait that needs it sooner re-arms it, and a wait that
+    # started later than the one that armed it is not cut short.
+    async def slow_then_silent(peer: Peer) -> None:
+        await peer.read_request()
+        await peer.send(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        for _ in range(4):
+            await asyncio.sleep(0.2)  # each gap is within read_timeout, all of them together are not
+            await peer.send(chunk(b"x"))
+        await peer.send(b"0\r\n\r\n")
+        await peer.read_request()
+        await peer.wait_eof()
+
+    with anyio.fail_after(5):
+        async with serving(slow_then_silent) as (server, pool):
+            async with await pool.request("POST", "/mcp", JSON, b"{}", read_timeout=0.5) as resp:
+                assert [piece async for piece in resp.aiter_body()] == [b"x"] * 4
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            with pytest.raises(UpstreamTimeout):
+                await pool.request("POST", "/mcp", JSON, b"{}", read_timeout=0.1)
+            assert loop.time() - started < 0.4  # not when the timer armed for the 0.5 s waits was due
+            assert server.accepted == 1
+
+
+async def test_a_bad_header_is_named_in_the_order_the_headers_come() -> None:
+    pool = UpstreamPool("http://127.0.0.1:1/mcp")
+    with pytest.raises(ValueError, match="control character"):
+        await pool.request("POST", "/mcp", [(b"x-a", b"ok\r\nx: 1"), (b"host", b"evil")], b"{}")
+    with pytest.raises(ValueError, match="set by the upstream pool"):
+        await pool.request("POST", "/mcp", [(b"host", b"evil"), (b"x-a", b"ok\r\nx: 1")], b"{}")
+    assert pool.stats()["opened"] == 0
+
+
+async def test_body_complete_says_when_the_batch_just_read_was_the_last() -> None:
+    async def sse(peer: Peer) -> None:
+        await peer.read_request()
+        await peer.send(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + chunk(b"a"))
+        await asyncio.sleep(0.1)
+        await peer.send(chunk(b"b") + b"0\r\n\r\n")
+        await peer.wait_eof()
+
+    with anyio.fail_after(5):
+        async with serving(sse) as (_, pool):
+            async with await pool.request("POST", "/mcp", JSON, b"{}") as resp:
+                seen = [(batch, resp.body_complete) async for batch in resp.aiter_batches()]
+            assert b"".join(b"".join(batch) for batch, _ in seen) == b"ab"
+            assert [complete for _, complete in seen][-1] is True
+            assert not any(complete for _, complete in seen[:-1])
+            assert pool.stats() == {"idle": 1, "in_use": 0, "opened": 1, "waiting": 0}
