@@ -12,36 +12,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
-
-
-class NullAuditSink:
-    """An `AuditSink` that accepts and forgets every record: the audit-off baseline."""
-
-    def __init__(self) -> None:
-        self.dropped = 0
-
-    async def start(self) -> None:
-        return None
-
-    async def append(self, record: Any) -> None:
-        self.dropped += 1
-
-    def append_nowait(self, record: Any) -> None:
-        self.dropped += 1
-
-    async def aclose(self) -> None:
-        return None
-
-    @property
-    def healthy(self) -> bool:
-        return True
 
 
 def _serve(config_path: str, audit: str) -> None:
     import uvicorn
 
     from mcp_gateway.app import create_app
+    from mcp_gateway.audit.sink import NullAuditSink
     from mcp_gateway.config import load_config
 
     config = load_config(config_path)

@@ -34,6 +34,7 @@ from mcp_gateway.upstream.http11 import UpstreamPool
 
 logger = logging.getLogger("mcp_gateway")
 
+_SERVED_METHODS = frozenset({"GET", "POST", "DELETE"})
 _WELL_KNOWN = "/.well-known/oauth-protected-resource/"
 _MAX_CACHED_COUNTERS = 1024
 _GC_GEN0_THRESHOLD = 20_000
@@ -134,7 +135,9 @@ class Gateway:
                 try:
                     status = await self.endpoint(route, scope, receive, send)
                 finally:
-                    self._count(route.name, scope["method"], status)
+                    # The HTTP method is the client's: label only the ones served, so series stay bounded.
+                    http_method = scope["method"] if scope["method"] in _SERVED_METHODS else "other"
+                    self._count(route.name, http_method, status)
                     self._latency[route.name].observe(time.perf_counter() - started)
                 return
             await self._other(path, scope, receive, send)
