@@ -279,7 +279,7 @@ def create_app(
         verifier = build_verifier(config.auth, http_client=http_client, clock=clock, secrets=secrets or os.environ)
     if audit is None:
         if config.audit.enabled:
-            audit = SQLiteAuditSink(config.path_for(config.audit.database))
+            audit = SQLiteAuditSink(config.path_for(config.audit.database), synchronous=config.audit.synchronous)
         else:
             logger.warning("AUDIT IS DISABLED ([audit] enabled = false): no tool call will be recorded")
             audit = NullAuditSink()

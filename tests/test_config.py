@@ -136,3 +136,15 @@ def test_a_missing_allowlist_file_is_named(tmp_path: Path) -> None:
         load_config(path)
     assert info.value.file.endswith("allow.toml")
     assert "cannot read" in str(info.value)
+
+
+def test_audit_synchronous_reaches_the_sqlite_sink_and_audit_off_uses_no_store(tmp_path: Path) -> None:
+    from mcp_gateway.app import create_app
+    from mcp_gateway.audit.sink import NullAuditSink
+    from mcp_gateway.audit.sqlite import SQLiteAuditSink
+
+    config = load_config(_write(tmp_path, gateway=GATEWAY + '\n[audit]\nsynchronous = "normal"\n'))
+    sink = create_app(config).audit
+    assert isinstance(sink, SQLiteAuditSink) and sink.synchronous == "normal"
+    off = load_config(_write(tmp_path, gateway=GATEWAY + "\n[audit]\nenabled = false\n"))
+    assert isinstance(create_app(off).audit, NullAuditSink)
