@@ -150,7 +150,7 @@ sub = "bench-user@example.com"
 """
 
 
-def _gateway_toml(port: int, issuer: str) -> str:
+def _gateway_toml(port: int, issuer: str, synchronous: str = "full") -> str:
     # No [rate_limits]: the benchmark must measure the proxy, not a token bucket.
     return f"""public_url = "http://127.0.0.1:{port}"
 host = "127.0.0.1"
@@ -164,6 +164,7 @@ algorithms = ["ES256"]
 
 [audit]
 database = "audit.db"
+synchronous = "{synchronous}"
 """
 
 
@@ -264,7 +265,9 @@ def start_stack(args: argparse.Namespace, layout: str = "bench") -> Iterator[Sta
             port = _free_port()
             directory = workdir / arm
             directory.mkdir()
-            (directory / "gateway.toml").write_text(_gateway_toml(port, issuer_url))
+            (directory / "gateway.toml").write_text(
+                _gateway_toml(port, issuer_url, getattr(args, "audit_synchronous", "full"))
+            )
             (directory / "server_allowlist.toml").write_text(_allowlist_toml(upstream_port))
             config = load_config(directory / "gateway.toml")
             argv = [py, str(_HERE / "_gateway_proc.py"), "--config", str(directory / "gateway.toml"), "--audit", audit]
@@ -530,6 +533,12 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="scheduling niceness for every benchmark process (negative needs root): on a shared machine, "
         "e.g. -10 makes other load yield to the benchmark",
+    )
+    parser.add_argument(
+        "--audit-synchronous",
+        choices=["full", "normal"],
+        default="full",
+        help="the audit-on gateway's [audit] synchronous (full: fsync per group commit; normal: survives a kill)",
     )
     parser.add_argument("--workdir", default=None, help="parent directory of the run's files (audit.db lives here)")
     parser.add_argument("--keep", action="store_true", help="keep the run's directory (configs, logs, audit.db)")
