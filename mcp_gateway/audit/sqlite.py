@@ -247,6 +247,12 @@ class SQLiteAuditSink:
     # -- the writer thread --------------------------------------------------------------------
 
     def _run(self, ready: concurrent.futures.Future[None]) -> None:
+        if hasattr(os, "SCHED_BATCH"):
+            # Linux: a woken writer does not preempt the event loop; it runs when the loop waits or its time
+            # slice ends, with the same share of the CPU. On the gateway's one core that saves a context switch
+            # or two per group (and the GIL hand-offs they cause), and lets more records gather meanwhile.
+            with contextlib.suppress(OSError):
+                os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
         try:
             conn = self._open()
         except BaseException as exc:
@@ -328,10 +334,9 @@ class SQLiteAuditSink:
                 self._fail(batch, "the audit writer failed")
 
     def _take(self, limit: int) -> list[_Item]:
-        batch: list[_Item] = []
-        with contextlib.suppress(IndexError):
-            for _ in range(limit):
-                batch.append(self._queue.popleft())
+        # Only this thread pops, so at least len() items are there (more may arrive meanwhile).
+        popleft = self._queue.popleft
+        batch = [popleft() for _ in range(min(limit, len(self._queue)))]
         self._pacer.taken(record for record, _ in batch)
         return batch
 

@@ -9,6 +9,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -468,3 +469,11 @@ async def test_a_call_made_while_no_other_is_in_flight_is_not_held(tmp_path: Pat
             sink.append_nowait(dataclasses.replace(first, phase="outcome", outcome="ok", http_status=200))
             await sink.append(make_record(timestamp=1001.0))
         assert sink.stats.commits == 2
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux scheduling policy")
+async def test_the_writer_thread_does_not_preempt_the_event_loop_when_it_wakes(tmp_path: Path) -> None:
+    async with opened(tmp_path / "audit.db"):
+        (writer,) = [t for t in threading.enumerate() if t.name == "audit-writer:audit.db"]
+        assert writer.native_id is not None
+        assert os.sched_getscheduler(writer.native_id) == os.SCHED_BATCH
