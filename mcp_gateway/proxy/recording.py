@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from mcp_gateway.audit.record import AuditRecord, arguments_digest, new_event_id, redact
+from mcp_gateway.audit.record import AuditRecord, arguments_digest, arguments_json, new_event_id
 from mcp_gateway.audit.sink import AuditSink, NullAuditSink
 from mcp_gateway.audit.summary import RefusalSummarizer
 from mcp_gateway.auth.principal import Principal
@@ -132,7 +132,7 @@ class CallRecorder:
         arguments = msg.arguments if msg is not None else None
         stored = None
         if self.store_arguments and arguments is not None:
-            stored = json.dumps(redact(arguments, self.redact_keys), separators=(",", ":"), ensure_ascii=False)
+            stored = arguments_json(arguments, self.redact_keys)
         if ctx.step_up:
             verdict = "step_up"
         elif decision is not None:
