@@ -7,6 +7,7 @@ import binascii
 import hashlib
 import ipaddress
 import os
+import re
 import secrets
 import tomllib
 from collections.abc import Mapping
@@ -307,8 +308,6 @@ def load_allowlist(path: Path) -> tuple[dict[str, ServerEntry], str]:
 
 
 def _valid_route_name(name: str) -> bool:
-    import re
-
     return re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name) is not None and name not in (".well-known",)
 
 
