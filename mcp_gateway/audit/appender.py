@@ -9,16 +9,14 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from mcp_gateway.audit.record import GENESIS_HASH, AuditRecord, canonical_record_bytes, storable
+from mcp_gateway.audit.record import GENESIS_HASH, AuditRecord, canonical_record_text, storable
 from mcp_gateway.audit.schema import (
-    HEAD_TRIGGER_DDL,
     ROW_COLUMNS,
     SCHEMA_DDL,
     SCHEMA_VERSION,
     insert_rows_sql,
     read_head,
     read_tail,
-    record_values,
     schema_version,
     uri_for,
     write_head,
@@ -27,16 +25,15 @@ from mcp_gateway.audit.schema import (
 logger = logging.getLogger(__name__)
 
 SYNCHRONOUS: Final = frozenset(("full", "normal"))
-# Rows per INSERT statement: a group up to this size is one statement (and one implicit transaction);
-# larger ones are split, so that few distinct statements are ever prepared and none has more than 999
-# parameters (SQLite's limit before 3.32).
-ROWS_PER_STATEMENT: Final = 32
+# Rows per INSERT statement: a group up to this size is one statement; larger ones are split, so that few
+# distinct statements are ever prepared and none has more than 999 parameters (SQLite's limit before 3.32).
+ROWS_PER_STATEMENT: Final = 128
 _W = TypeVar("_W")
 
 
 def open_for_appending(path: Path, *, synchronous: str, busy_timeout_ms: int) -> sqlite3.Connection:
     """A connection for the one writer: WAL, `synchronous` ("full" or "normal"), the schema created if
-    missing, and the head trigger that lets `commit_group` move the checkpoint inside its INSERT."""
+    missing."""
     if synchronous not in SYNCHRONOUS:
         raise ValueError(f"synchronous must be one of {sorted(SYNCHRONOUS)}, not {synchronous!r}")
     if not path.exists():
@@ -46,7 +43,7 @@ def open_for_appending(path: Path, *, synchronous: str, busy_timeout_ms: int) ->
     conn = sqlite3.connect(
         uri_for(path, read_only=False),
         uri=True,
-        isolation_level=None,  # autocommit: a group is one INSERT, or BEGIN IMMEDIATE ... COMMIT of several
+        isolation_level=None,  # autocommit outside the explicit BEGIN IMMEDIATE ... COMMIT of each group
         check_same_thread=False,
         timeout=busy_timeout_ms / 1000,
     )
@@ -61,7 +58,6 @@ def open_for_appending(path: Path, *, synchronous: str, busy_timeout_ms: int) ->
         conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
         if schema_version(conn) is None:
             _create_schema(conn)
-        conn.execute(HEAD_TRIGGER_DDL)
     except BaseException:
         conn.close()
         raise
@@ -111,8 +107,8 @@ def commit_group(
     conn: sqlite3.Connection, pending: list[tuple[AuditRecord, _W]], head: tuple[int, str]
 ) -> tuple[tuple[int, str], list[tuple[AuditRecord, _W]], list[tuple[_W, Exception]]]:
     """Seal `pending` (records, each with a tag) onto the chain after `head` and commit it as one
-    transaction: one fsync (with synchronous=FULL) for the whole group. Returns the new head, the items
-    written, and the tags of the records refused (a field of the wrong type or outside JSON) with why.
+    transaction that also moves the head checkpoint. Returns the new head, the items written, and the tags
+    of the records refused (a field of the wrong type or outside JSON) with why.
 
     Raises sqlite3.Error with nothing written, IntegrityError in particular when `head` is not the end of
     the log (another process appended): the caller rolls back and chains on from `last_row`.
@@ -124,27 +120,22 @@ def commit_group(
     for item in pending:
         record, tag = item
         try:
-            sealed, digest = seal(record, prev)
+            text, digest = seal(record, prev)
         except (TypeError, ValueError) as exc:
             rejected.append((tag, exc))
             continue
         seq += 1
-        params.append(seq)
-        params += record_values(sealed)
-        params.append(prev)
-        params.append(digest)
+        params += (seq, record.event_id, record.phase, record.timestamp, text, digest)
         written.append(item)
         prev = digest
-    rows = len(written)
-    if rows <= ROWS_PER_STATEMENT:
-        if rows:  # one statement, its own transaction; the head trigger moves the checkpoint within it
-            conn.execute(insert_rows_sql(rows), params)
-        return (seq, prev), written, rejected
+    if not written:
+        return head, written, rejected
     conn.execute("BEGIN IMMEDIATE")
     width = ROWS_PER_STATEMENT * len(ROW_COLUMNS)
     for start in range(0, len(params), width):
         chunk = params[start : start + width]
         conn.execute(insert_rows_sql(len(chunk) // len(ROW_COLUMNS)), chunk)
+    write_head(conn, seq, prev)
     conn.execute("COMMIT")
     return (seq, prev), written, rejected
 
@@ -157,11 +148,13 @@ def rollback(conn: sqlite3.Connection) -> None:
             logger.exception("audit rollback failed")
 
 
-def seal(record: AuditRecord, prev_hash: str) -> tuple[AuditRecord, str]:
-    """`record` as it will be stored (see `storable`), and its chain hash after `prev_hash`."""
+def seal(record: AuditRecord, prev_hash: str) -> tuple[str, str]:
+    """`record`'s canonical JSON as it will be stored (lone surrogates spelled out: see `storable`), and its
+    chain hash after `prev_hash`."""
+    text = canonical_record_text(record, prev_hash)
     try:
-        canonical = canonical_record_bytes(record, prev_hash)
+        canonical = text.encode("utf-8")
     except UnicodeEncodeError:
-        record = storable(record)
-        canonical = canonical_record_bytes(record, prev_hash)
-    return record, hashlib.sha256(canonical).hexdigest()
+        text = canonical_record_text(storable(record), prev_hash)
+        canonical = text.encode("utf-8")
+    return text, hashlib.sha256(canonical).hexdigest()

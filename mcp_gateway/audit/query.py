@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import sqlite3
@@ -11,13 +12,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TextIO
 
-from mcp_gateway.audit.record import GENESIS_HASH, RECORD_FIELDS, chain_hash, format_timestamp
+from mcp_gateway.audit.record import GENESIS_HASH, AuditRecord, canonical_record_bytes, format_timestamp
 from mcp_gateway.audit.schema import (
-    ROW_COLUMNS,
     SELECT_ROWS_SQL,
     TABLE,
+    parse_record,
     read_head,
-    record_from_values,
     schema_version,
     uri_for,
 )
@@ -118,34 +118,6 @@ def open_read_only(db_path: str | Path) -> sqlite3.Connection:
     return conn
 
 
-def _merged_sql() -> str:
-    # One row per call: the intent's identity, the first outcome's result; an intent whose outcome
-    # never arrived (crash, kill, in flight) is "aborted". Outcomes without an intent (refusals written
-    # as one record) and events stand alone.
-    def pick(name: str) -> str:
-        if name in ("timestamp", "event_id", "arguments", "scope_granted", "scopes_required"):
-            return f"i.{name}"
-        if name == "outcome":
-            return f"CASE WHEN o.seq IS NULL THEN '{ABORTED}' ELSE o.outcome END"
-        return f"COALESCE(o.{name}, i.{name})"
-
-    merged = ", ".join(f"{pick(name)} AS {name}" for name in RECORD_FIELDS if name != "phase")
-    plain = ", ".join(name for name in RECORD_FIELDS if name != "phase")
-    return f"""
-        SELECT i.seq AS seq, {merged}
-        FROM {TABLE} AS i
-        LEFT JOIN {TABLE} AS o ON o.seq = (
-            SELECT min(seq) FROM {TABLE} WHERE event_id = i.event_id AND phase = 'outcome')
-        WHERE i.phase = 'intent'
-        UNION ALL
-        SELECT seq, {plain} FROM {TABLE} AS o
-        WHERE o.phase = 'outcome'
-          AND NOT EXISTS (SELECT 1 FROM {TABLE} WHERE event_id = o.event_id AND phase = 'intent')
-        UNION ALL
-        SELECT seq, {plain} FROM {TABLE} WHERE phase = 'event'
-    """
-
-
 _FILTER_COLUMNS: Final = (
     ("agent", "agent_id"),
     ("user", "delegating_user"),
@@ -155,6 +127,39 @@ _FILTER_COLUMNS: Final = (
     ("outcome", "outcome"),
     ("session", "session_id"),
 )
+# From the intent only: when the call happened, its id, what it asked for.
+_INTENT_ONLY: Final = frozenset(("timestamp", "event_id", "arguments", "scope_granted", "scopes_required"))
+
+
+def _merged_sql() -> str:
+    # One row per call: the intent's record and the first outcome's; an intent whose outcome never arrived
+    # (crash, kill, in flight) is "aborted". Outcomes without an intent and events stand alone. The filter
+    # columns are read out of the JSON here; the output is parsed from the records themselves in Python,
+    # because SQLite's JSON functions cut text short at an escaped NUL, and client-chosen text may hold one.
+    def merged(name: str) -> str:
+        if name == "outcome":
+            return f"CASE WHEN o.seq IS NULL THEN '{ABORTED}' ELSE json_extract(o.record, '$.outcome') END"
+        return f"COALESCE(json_extract(o.record, '$.{name}'), json_extract(i.record, '$.{name}'))"
+
+    def alone(name: str) -> str:
+        return f"json_extract(record, '$.{name}')"
+
+    filters = [column for _, column in _FILTER_COLUMNS]
+    return f"""
+        SELECT i.seq AS seq, i.timestamp AS timestamp, i.record AS first, o.record AS second,
+               {", ".join(f"{merged(c)} AS {c}" for c in filters)}
+        FROM {TABLE} AS i
+        LEFT JOIN {TABLE} AS o ON o.seq = (
+            SELECT min(seq) FROM {TABLE} WHERE event_id = i.event_id AND phase = 'outcome')
+        WHERE i.phase = 'intent'
+        UNION ALL
+        SELECT seq, timestamp, record, NULL, {", ".join(f"{alone(c)} AS {c}" for c in filters)} FROM {TABLE} AS o
+        WHERE o.phase = 'outcome'
+          AND NOT EXISTS (SELECT 1 FROM {TABLE} WHERE event_id = o.event_id AND phase = 'intent')
+        UNION ALL
+        SELECT seq, timestamp, record, NULL, {", ".join(f"{alone(c)} AS {c}" for c in filters)} FROM {TABLE}
+        WHERE phase = 'event'
+    """
 
 
 def query(db_path: str | Path, filters: QueryFilters | None = None) -> Iterator[dict[str, Any]]:
@@ -173,8 +178,7 @@ def query(db_path: str | Path, filters: QueryFilters | None = None) -> Iterator[
     if filters.until is not None:
         where.append("timestamp < ?")
         params.append(filters.until)
-    columns = ", ".join(OUTPUT_FIELDS)
-    sql = f"SELECT {columns} FROM ({_merged_sql()})" + (" WHERE " + " AND ".join(where) if where else "")
+    sql = f"SELECT first, second FROM ({_merged_sql()})" + (" WHERE " + " AND ".join(where) if where else "")
     conn = open_read_only(db_path)
     try:
         if filters.limit is not None:
@@ -182,19 +186,29 @@ def query(db_path: str | Path, filters: QueryFilters | None = None) -> Iterator[
             sql += " ORDER BY timestamp DESC, seq DESC LIMIT ?"
             rows = conn.execute(sql, [*params, max(0, filters.limit)]).fetchall()
             rows.reverse()
-            yield from (_output(row) for row in rows)
+            yield from (_output(*row) for row in rows)
         else:
             sql += " ORDER BY timestamp, seq"
-            yield from (_output(row) for row in conn.execute(sql, params))
+            yield from (_output(*row) for row in conn.execute(sql, params))
     finally:
         conn.close()
 
 
-def _output(row: tuple[Any, ...]) -> dict[str, Any]:
-    out = dict(zip(OUTPUT_FIELDS, row, strict=True))
-    out["timestamp"] = format_timestamp(out["timestamp"])
+def _output(first: str, second: str | None) -> dict[str, Any]:
+    record, _ = parse_record(first)
+    out = {name: getattr(record, name) for name in OUTPUT_FIELDS}
+    if record.phase == "intent":
+        outcome = parse_record(second)[0] if second is not None else None
+        for name in OUTPUT_FIELDS:
+            if name in _INTENT_ONLY:
+                continue
+            if name == "outcome":
+                out[name] = outcome.outcome if outcome is not None else ABORTED
+            elif outcome is not None and getattr(outcome, name) is not None:
+                out[name] = getattr(outcome, name)
+    out["timestamp"] = format_timestamp(record.timestamp)
     for name in _ARRAY_FIELDS:
-        out[name] = json.loads(out[name]) if isinstance(out[name], str) else []
+        out[name] = list(out[name])
     return out
 
 
@@ -229,15 +243,22 @@ def verify(db_path: str | Path) -> VerifyResult:
 
 
 def _check_row(row: tuple[Any, ...], prev_seq: int, prev_hash: str) -> str | None:
-    seq, stored_prev, stored_hash = row[0], row[-2], row[-1]
+    seq, event_id, phase, timestamp, text, stored_hash = row
     if seq != prev_seq + 1:
         return f"seq {seq} follows seq {prev_seq}: {seq - prev_seq - 1} record(s) deleted"
+    if not isinstance(text, str) or not isinstance(stored_hash, str):
+        return "the record or its hash is not text: it was edited"
+    canonical = text.encode("utf-8", "surrogatepass")
+    if hashlib.sha256(canonical).hexdigest() != stored_hash:
+        return "the stored hash does not match the record: the record was edited"
     try:
-        recomputed = chain_hash(str(stored_prev), record_from_values(row[1:-2]))
+        record, stored_prev = parse_record(text)
+        if canonical_record_bytes(record, stored_prev) != canonical:
+            return "the record is not in canonical form: it was edited"
     except (TypeError, ValueError) as exc:
         return f"the record cannot be read back ({exc}): it was edited"
-    if recomputed != stored_hash:
-        return "the stored hash does not match the record's fields: the record was edited"
+    if (event_id, phase, timestamp) != (record.event_id, record.phase, float(record.timestamp)):
+        return "the row's event_id, phase or timestamp column disagrees with its record: the row was edited"
     if stored_prev != prev_hash:
         return "prev_hash does not match the hash of the record before it: records were deleted, inserted or reordered"
     return None
@@ -263,17 +284,25 @@ def export(
                 raise LookupError(f"no audit record has event_id {after_event_id!r}")
             start = max(start, int(row[0]))
         count, last = 0, None
-        for row in conn.execute(SELECT_ROWS_SQL + " WHERE seq > ? ORDER BY seq", (start,)):
-            raw = dict(zip(ROW_COLUMNS, row, strict=True))
-            line = {"seq": raw["seq"], "phase": raw["phase"]}
-            line.update({name: raw[name] for name in OUTPUT_FIELDS})
-            line["timestamp"] = format_timestamp(raw["timestamp"])
-            line["timestamp_epoch"] = raw["timestamp"]  # exact, so the chain can be recomputed downstream
-            for name in _ARRAY_FIELDS:
-                line[name] = json.loads(raw[name])
-            line["prev_hash"], line["hash"] = raw["prev_hash"], raw["hash"]
-            out.write(json.dumps(line, ensure_ascii=True, separators=(",", ":")) + "\n")
-            count, last = count + 1, int(raw["seq"])
+        for seq, _, _, _, text, hash_ in conn.execute(SELECT_ROWS_SQL + " WHERE seq > ? ORDER BY seq", (start,)):
+            try:
+                record, prev_hash = parse_record(text)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"the record at seq {seq} cannot be read ({exc}); run audit verify") from None
+            out.write(json.dumps(_export_line(seq, record, prev_hash, hash_), ensure_ascii=True, separators=(",", ":")))
+            out.write("\n")
+            count, last = count + 1, int(seq)
         return ExportResult(count, last)
     finally:
         conn.close()
+
+
+def _export_line(seq: int, record: AuditRecord, prev_hash: str, hash_: str) -> dict[str, Any]:
+    line: dict[str, Any] = {"seq": seq, "phase": record.phase}
+    line.update({name: getattr(record, name) for name in OUTPUT_FIELDS})
+    line["timestamp"] = format_timestamp(record.timestamp)
+    line["timestamp_epoch"] = record.timestamp  # exact, so the chain can be recomputed downstream
+    for name in _ARRAY_FIELDS:
+        line[name] = list(line[name])
+    line["prev_hash"], line["hash"] = prev_hash, hash_
+    return line

@@ -204,10 +204,15 @@ def canonical_record_bytes(record: AuditRecord, prev_hash: str) -> bytes:
     encoder costs ~30 µs per record on the hot path. Raises TypeError/ValueError for a field of the
     wrong type or outside the JSON domain, and UnicodeEncodeError for a lone surrogate (see `storable`).
     """
+    return canonical_record_text(record, prev_hash).encode("utf-8")
+
+
+def canonical_record_text(record: AuditRecord, prev_hash: str) -> str:
+    """`canonical_record_bytes` before UTF-8 encoding (which raises for a lone surrogate)."""
     text = _canonical_text_fast(record, prev_hash)
     if text is None:
         text = _canonical_text(record, prev_hash)
-    return text.encode("utf-8")
+    return text
 
 
 def _canonical_text(record: AuditRecord, prev_hash: str) -> str:
@@ -377,14 +382,18 @@ def outcome_of(
     latency_ms: float | None = None,
     detail: str | None = None,
 ) -> AuditRecord:
-    """The outcome record for a call whose intent was `intent`: same event id and identity, no arguments."""
-    return dataclasses.replace(
-        intent,
+    """The outcome record for a call whose intent was `intent`: its event id, which server, method and tool,
+    and what happened; nothing else. Who made the call and what it asked for are in the intent the outcome
+    names by event id; queries join the two (`audit.query`). Small outcomes make a call cheaper to record."""
+    return AuditRecord(
         phase="outcome",
         timestamp=timestamp,
+        event_id=intent.event_id,
+        mcp_server=intent.mcp_server,
+        method=intent.method,
+        tool=intent.tool,
         outcome=outcome,
         http_status=http_status,
         latency_ms=latency_ms,
-        arguments=None,
-        detail=detail if detail is not None else intent.detail,
+        detail=detail,
     )

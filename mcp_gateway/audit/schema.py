@@ -4,69 +4,58 @@ from __future__ import annotations
 
 import functools
 import json
-import operator
 import sqlite3
-from json.encoder import encode_basestring
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
-from mcp_gateway.audit.record import FIELD_KINDS, RECORD_FIELDS, AuditRecord, string_array_json
+from mcp_gateway.audit.record import FIELD_KINDS, RECORD_FIELDS, AuditRecord
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 TABLE: Final = "audit_records"
+FIELDS_VIEW: Final = "audit_fields"
 
-_SQL_TYPES: Final = {
-    "str": "TEXT NOT NULL",
-    "str?": "TEXT",
-    "int?": "INTEGER",
-    "float": "REAL NOT NULL",
-    "float?": "REAL",
-    "list": "TEXT NOT NULL",  # JSON array of strings
-}
-_COLUMNS_DDL: Final = ",\n    ".join(f"{name} {_SQL_TYPES[kind]}" for name, kind in FIELD_KINDS)
+# A row is the record's canonical JSON (RFC 8785, with "prev_hash" inside: exactly the bytes its hash
+# covers) plus the few columns lookups need: event_id (joining a call's intent and outcome, resuming an
+# export), phase, timestamp (time windows). Every other field is read out of the JSON when queried, so
+# writing a record costs one short row and two index entries, not ~30 columns. The plain columns repeat
+# what the JSON says; `audit verify` checks that they agree.
+# Version 1 (one column per field) was written by development builds only; its files are refused.
+ROW_COLUMNS: Final[tuple[str, ...]] = ("seq", "event_id", "phase", "timestamp", "record", "hash")
+# Every record field as a column, for queries and for auditors using the sqlite3 shell.
+_FIELD_COLUMNS: Final = ",\n    ".join(
+    name if name in ("event_id", "phase", "timestamp") else f"json_extract(record, '$.{name}') AS {name}"
+    for name in RECORD_FIELDS
+)
 # Every statement is idempotent so that two processes racing to create the file both succeed.
 SCHEMA_DDL: Final = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     f"""CREATE TABLE IF NOT EXISTS {TABLE} (
     seq INTEGER PRIMARY KEY,
-    {_COLUMNS_DDL},
-    prev_hash TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    timestamp REAL NOT NULL,
+    record TEXT NOT NULL,
     hash TEXT NOT NULL
 )""",
     f"CREATE INDEX IF NOT EXISTS {TABLE}_event_id ON {TABLE} (event_id)",
     f"CREATE INDEX IF NOT EXISTS {TABLE}_timestamp ON {TABLE} (timestamp)",
-    f"CREATE INDEX IF NOT EXISTS {TABLE}_agent_id ON {TABLE} (agent_id)",
+    f"""CREATE VIEW IF NOT EXISTS {FIELDS_VIEW} AS SELECT seq,
+    {_FIELD_COLUMNS},
+    json_extract(record, '$.prev_hash') AS prev_hash,
+    hash
+FROM {TABLE}""",
 )
-
-ROW_COLUMNS: Final[tuple[str, ...]] = ("seq", *RECORD_FIELDS, "prev_hash", "hash")
-INSERT_SQL: Final = f"INSERT INTO {TABLE} ({', '.join(ROW_COLUMNS)}) VALUES ({', '.join('?' * len(ROW_COLUMNS))})"
 SELECT_ROWS_SQL: Final = f"SELECT {', '.join(ROW_COLUMNS)} FROM {TABLE}"
 _LIST_FIELDS: Final = frozenset(name for name, kind in FIELD_KINDS if kind == "list")
-_LIST_INDEXES: Final = tuple(i for i, name in enumerate(RECORD_FIELDS) if name in _LIST_FIELDS)
-_FIELDS_OF: Final = operator.attrgetter(*RECORD_FIELDS)
-_WRITE_HEAD_SQL: Final = "INSERT OR REPLACE INTO meta (key, value) VALUES ('head_seq', ?), ('head_hash', ?)"
-# A writer's own connection moves the head checkpoint with every row it inserts, inside the inserting
-# statement: a group of rows is then one statement and one implicit transaction, one round trip into SQLite
-# instead of BEGIN / INSERT / head / COMMIT. TEMP, so it lives in that connection only: nothing is added to
-# the file, and a row inserted by anyone else (by hand, say) still leaves the checkpoint where it was.
-HEAD_TRIGGER_DDL: Final = f"""CREATE TEMP TRIGGER IF NOT EXISTS {TABLE}_head AFTER INSERT ON main.{TABLE}
-BEGIN
-    INSERT INTO meta (key, value) VALUES ('head_seq', NEW.seq), ('head_hash', NEW.hash)
-        ON CONFLICT (key) DO UPDATE SET value = excluded.value;
-END"""
+_FIELD_NAMES: Final = frozenset(RECORD_FIELDS)
+_WRITE_HEAD_SQL: Final = (
+    "INSERT INTO meta (key, value) VALUES ('head_seq', ?), ('head_hash', ?) "
+    "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
 
 
 class SchemaError(Exception):
     """The file is not an audit database this version understands."""
-
-
-def record_values(record: AuditRecord) -> list[Any]:
-    """The record's fields in column order, string lists as JSON arrays."""
-    values: list[Any] = list(_FIELDS_OF(record))
-    for i in _LIST_INDEXES:
-        # What json.dumps(list, ensure_ascii=False) would write, without its per-call overhead.
-        values[i] = string_array_json(values[i]) or "[" + ",".join(map(encode_basestring, values[i])) + "]"
-    return values
 
 
 @functools.lru_cache(maxsize=64)
@@ -76,13 +65,22 @@ def insert_rows_sql(rows: int) -> str:
     return f"INSERT INTO {TABLE} ({', '.join(ROW_COLUMNS)}) VALUES " + ",".join([one] * rows)
 
 
-def record_from_values(values: tuple[Any, ...] | list[Any]) -> AuditRecord:
-    """Inverse of `record_values`."""
-    fields = dict(zip(RECORD_FIELDS, values, strict=True))
+def parse_record(text: str) -> tuple[AuditRecord, str]:
+    """A row's canonical JSON back as (record, prev_hash). Raises ValueError if it is not one: not JSON, not
+    an object, a member missing or unknown (TypeError from the record's types is left to the encoder)."""
+    fields = json.loads(text)
+    if not isinstance(fields, dict):
+        raise ValueError("the record is not a JSON object")
+    prev_hash = fields.pop("prev_hash", None)
+    if not isinstance(prev_hash, str):
+        raise ValueError("the record has no prev_hash string")
+    if fields.keys() != _FIELD_NAMES:
+        missing, unknown = sorted(_FIELD_NAMES - fields.keys()), sorted(fields.keys() - _FIELD_NAMES)
+        raise ValueError(f"the record's members are wrong (missing {missing}, unknown {unknown})")
     for name in _LIST_FIELDS:
-        raw = fields[name]
-        fields[name] = tuple(json.loads(raw)) if isinstance(raw, str) else raw
-    return AuditRecord(**fields)
+        if isinstance(fields[name], list):
+            fields[name] = tuple(fields[name])
+    return AuditRecord(**fields), prev_hash
 
 
 def uri_for(path: Path, *, read_only: bool) -> str:
@@ -104,6 +102,12 @@ def schema_version(conn: sqlite3.Connection) -> int | None:
         raise SchemaError(f"unreadable schema_version {row[0]!r}") from exc
     if version > SCHEMA_VERSION:
         raise SchemaError(f"schema version {version} is newer than this mcp-gateway understands ({SCHEMA_VERSION})")
+    if version < SCHEMA_VERSION:
+        raise SchemaError(
+            f"schema version {version} was written by a development build of mcp-gateway; this one reads and "
+            f"writes version {SCHEMA_VERSION}. Verify and archive the file with the build that wrote it, then move "
+            "it aside: the gateway starts a new log"
+        )
     return version
 
 
@@ -126,4 +130,4 @@ def read_tail(conn: sqlite3.Connection) -> tuple[int, str] | None:
 
 def write_head(conn: sqlite3.Connection, seq: int, hash_: str) -> None:
     """Move the head checkpoint; call inside the transaction that inserted the rows."""
-    conn.execute(_WRITE_HEAD_SQL, (str(seq), hash_))
+    conn.execute(_WRITE_HEAD_SQL, (seq, hash_))

@@ -72,10 +72,11 @@ class SQLiteAuditSink:
     """An `AuditSink` over a SQLite file in WAL mode (synchronous=FULL unless told otherwise).
 
     Every record is written by one thread: it takes everything queued (up to `max_batch`), seals it onto
-    the chain and inserts it as one transaction (one INSERT statement for up to 32 rows) whose single
-    commit makes the whole group durable, then wakes every waiter with one call into their event loop.
-    Each row carries `prev_hash` and `hash` (see `record.chain_hash`), and the meta table's head
-    checkpoint moves in the same transaction, so `audit verify` can tell a truncated tail.
+    the chain and inserts it as one transaction (one INSERT statement per 128 rows) whose single commit
+    makes the whole group durable, then wakes every waiter with one call into their event loop. Each row
+    is the record's canonical JSON (with `prev_hash` inside) and its `hash` (see `record.chain_hash`), and
+    the meta table's head checkpoint moves in the same transaction, so `audit verify` can tell a
+    truncated tail.
 
     The event loop's share of an append is a deque append, and a wake-up only if the writer is parked.
     Hashing, encoding and SQLite all run in the writer thread.

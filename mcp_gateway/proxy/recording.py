@@ -106,7 +106,22 @@ class CallRecorder:
             return
         ctx.closed = True
         if self.enabled:
-            self.sink.append_nowait(self.build(ctx, "outcome"))
+            msg = ctx.message
+            # The intent carries who and what; the outcome, what happened (see audit.record.outcome_of).
+            self.sink.append_nowait(
+                AuditRecord(
+                    phase="outcome",
+                    timestamp=ctx.timestamp,
+                    event_id=ctx.event_id or new_event_id(),
+                    mcp_server=ctx.server,
+                    method=msg.method if msg is not None else None,
+                    tool=msg.name if msg is not None else None,
+                    outcome=ctx.outcome or "ok",
+                    http_status=ctx.http_status,
+                    latency_ms=round((time.perf_counter() - ctx.started) * 1000, 3),
+                    detail=json.dumps({"error": ctx.error}) if ctx.error else None,
+                )
+            )
 
     def refusal(self, ctx: CallContext) -> None:
         if ctx.intent_written:

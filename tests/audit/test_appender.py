@@ -12,6 +12,7 @@ from mcp_gateway.audit.appender import (
     commit_group,
     last_row,
     open_for_appending,
+    seal,
 )
 from mcp_gateway.audit.query import verify
 from mcp_gateway.audit.record import GENESIS_HASH, chain_hash
@@ -72,26 +73,25 @@ def test_a_stale_head_fails_the_whole_group_with_nothing_written(conn: sqlite3.C
         assert last_row(conn) == read_head(conn) == head
 
 
-def test_the_head_trigger_belongs_to_the_writers_connection_only(tmp_path: Path) -> None:
+def test_a_well_chained_row_added_by_hand_is_caught_by_the_head_checkpoint(tmp_path: Path) -> None:
     db = tmp_path / "audit.db"
     writer = open_for_appending(db, synchronous="full", busy_timeout_ms=1000)
     head, _, _ = commit_group(writer, [(make_record(), None)], (0, GENESIS_HASH))
     writer.close()
     assert verify(db).ok
-    # A row added by anyone else leaves the checkpoint where it was: verify reports it.
+    # Someone who knows the format appends a row with a valid link and hash, but cannot move the checkpoint
+    # without also editing meta: verify reports the disagreement.
+    forged = make_record(tool="exfiltrate")
+    text, digest = seal(forged, head[1])
     with sqlite3.connect(db) as other:
-        assert other.execute("SELECT count(*) FROM sqlite_master WHERE type = 'trigger'").fetchone() == (0,)
-        columns = [row[1] for row in other.execute("PRAGMA table_info(audit_records)")]
-        row = other.execute("SELECT * FROM audit_records").fetchone()
-        forged = dict(zip(columns, row, strict=True)) | {"seq": 2, "prev_hash": head[1]}
         other.execute(
-            f"INSERT INTO audit_records ({', '.join(forged)}) VALUES ({', '.join('?' * len(forged))})",
-            list(forged.values()),
+            "INSERT INTO audit_records (seq, event_id, phase, timestamp, record, hash) VALUES (2, ?, ?, ?, ?, ?)",
+            (forged.event_id, forged.phase, forged.timestamp, text, digest),
         )
     with sqlite3.connect(db) as other:
         assert read_head(other) == head
     result = verify(db)
-    assert not result.ok
+    assert not result.ok and "does not match the last record" in (result.reason or "")
 
 
 def test_a_truncated_tail_is_reported_and_chained_after_the_checkpoint(conn: sqlite3.Connection) -> None:

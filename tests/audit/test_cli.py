@@ -175,7 +175,7 @@ async def test_verify_exits_0_intact_1_broken_2_missing(
     code, out, _ = run(capsys, "verify", "--database", str(db))
     assert code == 0 and "intact: 4 records; head seq 4 hash " in out
     with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE audit_records SET tool = 'other' WHERE seq = 2")
+        conn.execute("UPDATE audit_records SET record = json_set(record, '$.tool', 'other') WHERE seq = 2")
     code, out, _ = run(capsys, "verify", "--database", str(db))
     assert code == 1
     assert "BROKEN at seq 2" in out and "last intact record: seq 1" in out

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import json
 import sqlite3
@@ -20,8 +21,8 @@ from mcp_gateway.audit.query import (
     query,
     verify,
 )
-from mcp_gateway.audit.record import RECORD_FIELDS, AuditRecord, chain_hash, outcome_of
-from mcp_gateway.audit.schema import record_from_values
+from mcp_gateway.audit.record import RECORD_FIELDS, AuditRecord, canonical_record_bytes, chain_hash, outcome_of
+from mcp_gateway.audit.schema import parse_record
 from mcp_gateway.audit.sqlite import SQLiteAuditSink
 
 from .conftest import BASE_TIME, make_record
@@ -168,18 +169,46 @@ async def test_verify_accepts_an_untouched_log_and_reports_its_head(log: Path) -
 
 
 async def test_verify_finds_an_edited_field(log: Path) -> None:
-    tamper(log, "UPDATE audit_records SET delegating_user = 'mallory' WHERE seq = 3")
+    tamper(log, "UPDATE audit_records SET record = json_set(record, '$.delegating_user', 'mallory') WHERE seq = 3")
     result = verify(log)
     assert (result.ok, result.broken_seq, result.head_seq) == (False, 3, 2)
     assert "edited" in (result.reason or "")
 
 
+@pytest.mark.parametrize(
+    "assignment", ["event_id = 'another'", "phase = 'event'", "timestamp = timestamp + 1", "hash = upper(hash)"]
+)
+async def test_verify_finds_an_edited_column_beside_the_record(log: Path, assignment: str) -> None:
+    tamper(log, f"UPDATE audit_records SET {assignment} WHERE seq = 3")
+    result = verify(log)
+    assert (result.ok, result.broken_seq) == (False, 3)
+    assert "edited" in (result.reason or "")
+
+
+async def test_verify_finds_a_record_rewritten_in_another_json_spelling(log: Path) -> None:
+    # Same members and values, so json_extract and a naive reader see no change; the hash is recomputed too.
+    with sqlite3.connect(log) as conn:
+        (text,) = conn.execute("SELECT record FROM audit_records WHERE seq = 3").fetchone()
+        spaced = json.dumps(json.loads(text), sort_keys=True)
+        conn.execute(
+            "UPDATE audit_records SET record = ?, hash = ? WHERE seq = 3",
+            (spaced, hashlib.sha256(spaced.encode()).hexdigest()),
+        )
+    result = verify(log)
+    assert (result.ok, result.broken_seq) == (False, 3)
+    assert "canonical" in (result.reason or "")
+
+
 async def test_verify_finds_an_edit_whose_hash_was_recomputed_at_the_next_link(log: Path) -> None:
     with sqlite3.connect(log) as conn:
-        row = conn.execute("SELECT * FROM audit_records WHERE seq = 3").fetchone()
-        record = dataclasses.replace(record_from_values(row[1:-2]), delegating_user="mallory")
-        forged = chain_hash(row[-2], record)
-        conn.execute("UPDATE audit_records SET delegating_user = 'mallory', hash = ? WHERE seq = 3", (forged,))
+        (text,) = conn.execute("SELECT record FROM audit_records WHERE seq = 3").fetchone()
+        original, prev_hash = parse_record(text)
+        record = dataclasses.replace(original, delegating_user="mallory")
+        forged = canonical_record_bytes(record, prev_hash)
+        conn.execute(
+            "UPDATE audit_records SET record = ?, hash = ? WHERE seq = 3",
+            (forged.decode(), chain_hash(prev_hash, record)),
+        )
     result = verify(log)
     assert (result.ok, result.broken_seq) == (False, 4)
     assert "prev_hash" in (result.reason or "")
@@ -205,7 +234,7 @@ async def test_verify_finds_a_deleted_and_renumbered_record(log: Path) -> None:
 
 
 async def test_verify_finds_reordered_records(log: Path) -> None:
-    columns = [*RECORD_FIELDS, "prev_hash", "hash"]
+    columns = ["event_id", "phase", "timestamp", "record", "hash"]
     with sqlite3.connect(log) as conn:
         a = conn.execute(f"SELECT {', '.join(columns)} FROM audit_records WHERE seq = 2").fetchone()
         b = conn.execute(f"SELECT {', '.join(columns)} FROM audit_records WHERE seq = 3").fetchone()
@@ -232,9 +261,11 @@ async def test_verify_finds_a_missing_or_edited_checkpoint(log: Path) -> None:
 
 
 async def test_verify_reports_a_record_that_no_longer_parses(log: Path) -> None:
-    tamper(log, "UPDATE audit_records SET scope_granted = 'not json' WHERE seq = 2")
-    result = verify(log)
-    assert (result.ok, result.broken_seq) == (False, 2)
+    for broken in ("not json", "[1, 2]", '{"prev_hash": "00"}'):
+        tamper(log, f"UPDATE audit_records SET record = '{broken}' WHERE seq = 2")
+        result = verify(log)
+        assert (result.ok, result.broken_seq) == (False, 2)
+        assert "edited" in (result.reason or "")
 
 
 # -- export ------------------------------------------------------------------------------------

@@ -191,13 +191,14 @@ def test_arguments_json_is_compact_and_redacted() -> None:
     assert arguments_json({"secret": "s", "n": 1}, ["secret"]) == '{"secret":"[REDACTED]","n":1}'
 
 
-def test_outcome_of_keeps_identity_and_event_id_and_drops_arguments() -> None:
+def test_outcome_of_names_its_intent_and_says_only_what_happened() -> None:
     intent = make_record(arguments='{"q":1}')
     outcome = outcome_of(intent, outcome="ok", timestamp=BASE_TIME + 1, http_status=200, latency_ms=12.5)
-    assert (outcome.phase, outcome.event_id, outcome.agent_id) == ("outcome", intent.event_id, intent.agent_id)
+    assert (outcome.phase, outcome.event_id, outcome.timestamp) == ("outcome", intent.event_id, BASE_TIME + 1)
     assert (outcome.outcome, outcome.http_status, outcome.latency_ms) == ("ok", 200, 12.5)
-    assert outcome.arguments is None
-    assert outcome.arguments_sha256 == intent.arguments_sha256
+    assert (outcome.mcp_server, outcome.method, outcome.tool) == (intent.mcp_server, intent.method, intent.tool)
+    identity = ("agent_id", "delegating_user", "decision", "arguments", "arguments_sha256", "scope_granted")
+    assert all(getattr(outcome, name) in (None, ()) for name in identity)
 
 
 optional_int = st.none() | st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1)

@@ -43,7 +43,7 @@ async def opened(path: Path, **options: object) -> AsyncIterator[SQLiteAuditSink
 
 def rows(path: Path) -> list[tuple[int, str, str, str]]:
     with sqlite3.connect(path) as conn:
-        return conn.execute("SELECT seq, event_id, prev_hash, hash FROM audit_records ORDER BY seq").fetchall()
+        return conn.execute("SELECT seq, event_id, prev_hash, hash FROM audit_fields ORDER BY seq").fetchall()
 
 
 async def test_appended_records_are_committed_chained_and_verifiable(tmp_path: Path) -> None:
@@ -282,6 +282,10 @@ async def test_a_cancelled_waiter_does_not_disturb_the_writer(tmp_path: Path) ->
         (
             "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT); INSERT INTO meta VALUES ('schema_version', '99')",
             "newer",
+        ),
+        (
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT); INSERT INTO meta VALUES ('schema_version', '1')",
+            "development build.*move it aside",
         ),
     ],
 )

@@ -13,8 +13,8 @@ import anyio
 import httpx2
 import pytest
 
-from mcp_gateway.audit.record import chain_hash
-from mcp_gateway.audit.schema import ROW_COLUMNS, record_from_values
+from mcp_gateway.audit.record import canonical_record_bytes, chain_hash
+from mcp_gateway.audit.schema import ROW_COLUMNS, parse_record
 from tests._stack import gateway_stack
 from tests.e2e._audit_support import call_tool, run_cli
 
@@ -53,24 +53,29 @@ def _rows(conn: sqlite3.Connection) -> list[tuple[object, ...]]:
 
 
 def _seq_of(conn: sqlite3.Connection, where: str) -> int:
-    row = conn.execute(f"SELECT min(seq) FROM audit_records WHERE {where}").fetchone()
+    row = conn.execute(f"SELECT min(seq) FROM audit_fields WHERE {where}").fetchone()
     assert row[0] is not None and row[0] > 1
     return int(row[0])
 
 
 def rewrite_a_refusal_as_allowed(conn: sqlite3.Connection) -> int:
     seq = _seq_of(conn, "decision = 'step_up'")
-    conn.execute("UPDATE audit_records SET decision = 'allow', http_status = 200 WHERE seq = ?", (seq,))
+    conn.execute(
+        "UPDATE audit_records SET record = json_set(record, '$.decision', 'allow', '$.http_status', 200) WHERE seq = ?",
+        (seq,),
+    )
     return seq
 
 
 def change_the_agent_and_rehash_the_record(conn: sqlite3.Connection) -> int:
     # An editor who knows the hash algorithm fixes the edited record's own hash: the next link breaks.
     seq = _seq_of(conn, "tool = 'delete_everything' AND decision = 'allow'")
-    conn.execute("UPDATE audit_records SET agent_id = 'agent-b' WHERE seq = ?", (seq,))
+    conn.execute("UPDATE audit_records SET record = json_set(record, '$.agent_id', 'agent-b') WHERE seq = ?", (seq,))
     row = next(r for r in _rows(conn) if r[0] == seq)
-    rehashed = chain_hash(str(row[-2]), record_from_values(row[1:-2]))
-    conn.execute("UPDATE audit_records SET hash = ? WHERE seq = ?", (rehashed, seq))
+    record, prev_hash = parse_record(str(row[ROW_COLUMNS.index("record")]))
+    canonical = canonical_record_bytes(record, prev_hash).decode()
+    rehashed = chain_hash(prev_hash, record)
+    conn.execute("UPDATE audit_records SET record = ?, hash = ? WHERE seq = ?", (canonical, rehashed, seq))
     return seq + 1
 
 

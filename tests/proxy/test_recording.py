@@ -33,8 +33,14 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
         yield stack
 
 
+def _event_ids(audit: WatchedAuditSink, reason: str) -> set[str]:
+    return {r.event_id for r in audit.records if r.request_context == reason}
+
+
 def _by_reason(audit: WatchedAuditSink, reason: str) -> list[AuditRecord]:
-    return [r for r in audit.records if r.request_context == reason]
+    # An outcome names its call by event id only; the intent (or the lone event) carries the reason.
+    ids = _event_ids(audit, reason)
+    return [r for r in audit.records if r.event_id in ids]
 
 
 async def _modern(stack: Stack, http: httpx2.AsyncClient, tool: str, reason: str, scopes: list[str]) -> int:
@@ -62,7 +68,7 @@ async def test_each_call_is_closed_by_exactly_one_record(
     async with httpx2.AsyncClient(timeout=10) as http:
         with anyio.fail_after(10):
             assert await _modern(stack, http, tool, reason, scopes) == status
-            await audit.wait_for(lambda r: r.request_context == reason and r.phase != "intent")
+            await audit.wait_for(lambda r: r.event_id in _event_ids(audit, reason) and r.phase != "intent")
     records = _by_reason(audit, reason)
     assert [(r.phase, r.outcome, r.http_status) for r in records] == expected
     assert len({r.event_id for r in records}) == 1
@@ -80,7 +86,9 @@ async def test_handshake_call_and_its_session_404_are_each_closed_once(stack: St
                 await http.post(stack.mcp_url(), headers=headers, json=body)
                 if reason == "before the end":
                     await http.delete(stack.mcp_url(), headers=headers)
-                await audit.wait_for(lambda r, reason=reason: r.request_context == reason and r.phase == "outcome")
+                await audit.wait_for(
+                    lambda r, reason=reason: r.event_id in _event_ids(audit, reason) and r.phase == "outcome"
+                )
     closing = defaultdict(list)
     for reason in ("before the end", "after the end"):
         for record in _by_reason(audit, reason):
