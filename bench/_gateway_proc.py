@@ -18,11 +18,26 @@ def _serve(config_path: str, audit: str) -> None:
     import uvicorn
 
     from mcp_gateway.app import create_app
-    from mcp_gateway.audit.sink import NullAuditSink
+    from mcp_gateway.audit.sink import AuditSink, NullAuditSink
+    from mcp_gateway.audit.sqlite import SQLiteAuditSink
     from mcp_gateway.config import load_config
 
     config = load_config(config_path)
-    app = create_app(config, audit=NullAuditSink() if audit == "off" else None, tune_gc=True)
+    sink: AuditSink = NullAuditSink()
+    if audit != "off":
+        # What create_app would build from the config; built here so that its counters can be printed when
+        # it closes (uvicorn re-raises SIGTERM after shutting down, so nothing after uvicorn.run runs).
+        sqlite_sink = SQLiteAuditSink(config.path_for(config.audit.database), synchronous=config.audit.synchronous)
+        close = sqlite_sink.aclose
+
+        async def close_and_report() -> None:
+            await close()
+            # overhead.py reads this line from the process's log: records per commit and per sync.
+            print(f"audit sink stats: {sqlite_sink.stats}", file=sys.stderr, flush=True)
+
+        sqlite_sink.aclose = close_and_report  # type: ignore[method-assign]
+        sink = sqlite_sink
+    app = create_app(config, audit=sink, tune_gc=True)
     uvicorn.run(
         app,
         host=config.host,

@@ -121,6 +121,7 @@ class Stack:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     targets: dict[str, Target] = field(default_factory=dict)
     pinning: str = "none"
+    sink_stats: str = ""  # the audit-on gateway's last words: its sink's counters
 
     def pids(self) -> dict[str, int]:
         return {name: proc.pid for name, proc in self.procs.items()}
@@ -294,6 +295,9 @@ def start_stack(args: argparse.Namespace, layout: str = "bench") -> Iterator[Sta
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        with contextlib.suppress(OSError):
+            lines = (workdir / "gw-on.log").read_text(errors="replace").splitlines()
+            stack.sink_stats = next((line for line in lines if line.startswith("audit sink stats:")), "")
         if not args.keep:
             import shutil
 
@@ -566,6 +570,7 @@ def main(argv: list[str] | None = None) -> int:
         cells = uvloop.run(measure(stack, args))
         with contextlib.suppress(OSError):
             audit_rows = _audit_rows(audit_db)
+    sink_stats = stack.sink_stats
     elapsed = time.monotonic() - started
     rows = build_rows(cells, args)
     print()
@@ -578,6 +583,8 @@ def main(argv: list[str] | None = None) -> int:
     foreign = max(r["foreign_load_cores"] for r in rows)
     print(f"runtime {elapsed:.0f} s; pinning: {stack.pinning}; nice {args.nice}")
     print(f"audit records written by the audit-on gateway: {audit_rows}")
+    if sink_stats:
+        print(sink_stats)
     if foreign > 0.1:
         print(
             f"note: up to {foreign:.2f} cores of CPU were used by processes outside this benchmark during a "
