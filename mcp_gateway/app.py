@@ -15,7 +15,9 @@ from urllib.parse import urlsplit
 
 import httpx2
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 from mcp_gateway.audit.sink import AuditSink, NullAuditSink
 from mcp_gateway.audit.sqlite import SQLiteAuditSink
@@ -86,6 +88,7 @@ class Gateway:
         self.latency = Histogram(
             "mcp_gateway_request_seconds", "Time to answer MCP endpoint requests", ["server"], registry=self.registry
         )
+        self.registry.register(_AuditCollector(audit))
         # Labelled children looked up once, not per request (`labels()` validates and locks each time).
         self._latency = {name: self.latency.labels(name) for name in self.routes}
         self._counters: dict[tuple[str, str, int], Any] = {}
@@ -229,6 +232,36 @@ def _tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(_GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
+
+
+class _AuditCollector(Collector):
+    """The audit sink's health and counters, read at scrape time: what to alert on before a gap in the log
+    (records lost, batches failed, the queue filling) turns into refused tool calls."""
+
+    def __init__(self, sink: AuditSink) -> None:
+        self.sink = sink
+
+    def collect(self) -> list[Metric]:
+        healthy = GaugeMetricFamily("mcp_gateway_audit_healthy", "1 if the audit store's last write succeeded")
+        healthy.add_metric([], 1.0 if self.sink.healthy else 0.0)
+        metrics: list[Metric] = [healthy]
+        if isinstance(self.sink, SQLiteAuditSink):
+            stats = self.sink.stats
+            for name, value, text in (
+                ("records_appended", stats.appended, "Audit records committed"),
+                ("commits", stats.commits, "Audit transactions committed (records / commits = group size)"),
+                ("failed_batches", stats.failed_batches, "Audit transactions that could not be written"),
+                ("records_rejected", stats.rejected, "Audit records refused before writing (bad field values)"),
+                ("records_lost", stats.lost, "Outcome and event records that were never written"),
+                ("queue_full", stats.queue_full, "Tool calls refused because the audit queue was full"),
+            ):
+                counter = CounterMetricFamily(f"mcp_gateway_audit_{name}", text)
+                counter.add_metric([], float(value))
+                metrics.append(counter)
+            depth = GaugeMetricFamily("mcp_gateway_audit_queue_depth", "Audit records waiting to be written")
+            depth.add_metric([], float(stats.queue_depth))
+            metrics.append(depth)
+        return metrics
 
 
 async def _reachable(url: str, timeout: float = 2.0) -> bool:

@@ -83,6 +83,30 @@ async def test_metrics_count_requests_by_server_method_and_status(stack: Stack, 
     assert "mcp_gateway_request_seconds_bucket" in metrics.text
 
 
+async def test_metrics_report_the_audit_stores_health_and_counters(stack: Stack, http: httpx2.AsyncClient) -> None:
+    def value(text: str, name: str) -> float:
+        (line,) = [line for line in text.splitlines() if line.startswith(name + " ")]
+        return float(line.split()[1])
+
+    with anyio.fail_after(10):
+        before = (await http.get(f"{stack.base_url}/metrics")).text
+        call = await http.post(
+            stack.mcp_url(),
+            headers=modern_headers(stack.token(), "tools/call", "echo"),
+            json=modern_call_body("echo", {"message": "counted"}),
+        )
+        assert call.status_code == 200
+        await stack.app.audit.flush()  # type: ignore[attr-defined]
+        after = (await http.get(f"{stack.base_url}/metrics")).text
+    assert value(after, "mcp_gateway_audit_healthy") == 1.0
+    # The call's intent and outcome.
+    appended = "mcp_gateway_audit_records_appended_total"
+    assert value(after, appended) - value(before, appended) == 2.0
+    for name in ("failed_batches_total", "records_lost_total", "queue_full_total", "records_rejected_total"):
+        assert value(after, f"mcp_gateway_audit_{name}") == 0.0
+    assert value(after, "mcp_gateway_audit_queue_depth") == 0.0
+
+
 async def test_protected_resource_metadata_names_the_public_url_whatever_the_host_header(
     stack: Stack, http: httpx2.AsyncClient
 ) -> None:
