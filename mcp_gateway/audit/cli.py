@@ -123,8 +123,12 @@ def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse
             return command(args)
         except (_Refused, FileNotFoundError, LookupError, SchemaError) as exc:
             print(f"error: {exc}", file=sys.stderr)
+        except ValueError as exc:  # a record that no longer parses: the log was edited
+            print(f"error: {exc}", file=sys.stderr)
         except sqlite3.DatabaseError as exc:
-            print(f"error: cannot read the audit database: {exc}", file=sys.stderr)
+            print(
+                f"error: cannot read the audit database: {exc} (`mcp-gateway audit verify` checks it)", file=sys.stderr
+            )
         except BrokenPipeError:
             # `audit query | head`: the reader has what it wanted. Point stdout at /dev/null so the
             # interpreter's final flush does not raise again (Python docs, "Note on SIGPIPE").

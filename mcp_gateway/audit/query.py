@@ -194,11 +194,18 @@ def query(db_path: str | Path, filters: QueryFilters | None = None) -> Iterator[
         conn.close()
 
 
+def _readable(text: str) -> AuditRecord:
+    try:
+        return parse_record(text)[0]
+    except ValueError as exc:
+        raise ValueError(f"an audit record cannot be read ({exc}); run `mcp-gateway audit verify`") from None
+
+
 def _output(first: str, second: str | None) -> dict[str, Any]:
-    record, _ = parse_record(first)
+    record = _readable(first)
     out = {name: getattr(record, name) for name in OUTPUT_FIELDS}
     if record.phase == "intent":
-        outcome = parse_record(second)[0] if second is not None else None
+        outcome = _readable(second) if second is not None else None
         for name in OUTPUT_FIELDS:
             if name in _INTENT_ONLY:
                 continue
@@ -287,8 +294,10 @@ def export(
         for seq, _, _, _, text, hash_ in conn.execute(SELECT_ROWS_SQL + " WHERE seq > ? ORDER BY seq", (start,)):
             try:
                 record, prev_hash = parse_record(text)
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"the record at seq {seq} cannot be read ({exc}); run audit verify") from None
+            except ValueError as exc:
+                raise ValueError(
+                    f"the audit record at seq {seq} cannot be read ({exc}); run `mcp-gateway audit verify`"
+                ) from None
             out.write(json.dumps(_export_line(seq, record, prev_hash, hash_), ensure_ascii=True, separators=(",", ":")))
             out.write("\n")
             count, last = count + 1, int(seq)

@@ -186,6 +186,18 @@ async def test_verify_exits_0_intact_1_broken_2_missing(
     assert code == 2 and "error" in err
 
 
+async def test_query_and_export_of_a_record_that_no_longer_parses_exit_2_pointing_at_verify(
+    db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE audit_records SET record = 'not json' WHERE seq = 1")
+    for command in ("query", "export"):
+        code, _, err = run(capsys, command, "--database", str(db))
+        assert code == 2
+        # query's filters read the JSON in SQLite, which refuses it; export parses it itself.
+        assert ("cannot be read" in err or "malformed JSON" in err) and "audit verify" in err, err
+
+
 async def test_export_is_resumable_and_appends_to_its_output_file(
     db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
