@@ -21,7 +21,8 @@ FIELDS_VIEW: Final = "audit_fields"
 # what the JSON says; `audit verify` checks that they agree.
 # Version 1 (one column per field) was written by development builds only; its files are refused.
 ROW_COLUMNS: Final[tuple[str, ...]] = ("seq", "event_id", "phase", "timestamp", "record", "hash")
-# Every record field as a column, for queries and for auditors using the sqlite3 shell.
+# Every record field as a column, for auditors using the sqlite3 shell. SQLite's JSON functions stop at an
+# escaped NUL (client-chosen text may hold one), so `audit query` and `audit export` parse the JSON themselves.
 _FIELD_COLUMNS: Final = ",\n    ".join(
     name if name in ("event_id", "phase", "timestamp") else f"json_extract(record, '$.{name}') AS {name}"
     for name in RECORD_FIELDS
