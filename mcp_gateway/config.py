@@ -188,7 +188,8 @@ class GatewayConfig(BaseModel):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     max_event_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     max_header_bytes: int = Field(default=64 * 1024, gt=0)
-    max_sessions_per_principal: int = Field(default=1000, gt=0)
+    max_sessions_per_principal: int = Field(default=1000, gt=0)  # open handshake sessions per principal, per process
+    session_max_age_seconds: int = Field(default=86_400, gt=0)  # a handshake session ends this long after initialize
     trusted_proxies: tuple[str, ...] = ()
     auth: AuthConfig | None = None
     audit: AuditConfig = Field(default_factory=AuditConfig)

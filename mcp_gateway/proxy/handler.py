@@ -37,7 +37,7 @@ from mcp_gateway.proxy.asgi import Headers, Receive, Scope, Send, header, read_b
 from mcp_gateway.proxy.recording import CallRecorder, token_reference
 from mcp_gateway.proxy.relay import StreamState, UpstreamMessageJudge
 from mcp_gateway.proxy.route import Route
-from mcp_gateway.proxy.sessions import SessionClaims, SessionSealer, principal_fingerprint
+from mcp_gateway.proxy.sessions import SessionClaims, SessionLedger, SessionSealer, principal_fingerprint
 from mcp_gateway.proxy.streaming import DisconnectWatch, RelayOptions, relay_response
 from mcp_gateway.transport.guard import OriginGuard
 
@@ -99,12 +99,14 @@ class McpEndpoint:
         rate_limiter: RateLimiter,
         clock: Callable[[], float],
         monotonic: Callable[[], float] = time.monotonic,
+        sessions: SessionLedger | None = None,
     ) -> None:
         self.config = config
         self.verifier = verifier
         self.audit = audit
         self.recorder = recorder
         self.sealer = sealer
+        self.sessions = sessions or SessionLedger(config.max_sessions_per_principal, config.session_max_age_seconds)
         self.rate_limiter = rate_limiter
         self.clock = clock
         self.monotonic = monotonic  # token buckets need a clock that never steps back
@@ -279,7 +281,14 @@ class McpEndpoint:
             # MCP transports §Session Management: a request without a required session id → 400.
             raise ProtocolRejected("Bad Request: Mcp-Session-Id header is required", jsonrpc_code=-32600)
         ctx.session_id = sealed.decode("latin-1")
-        return self.sealer.open(ctx.session_id, server=route.name, principal=self._fingerprint(principal))
+        fingerprint = self._fingerprint(principal)
+        claims = self.sealer.open(ctx.session_id, server=route.name, principal=fingerprint)
+        if self.sessions.expired(claims, self.clock()):
+            # session_max_age_seconds: past it the session is over on every replica (the id carries its
+            # creation time); 404 tells the client to initialize a new one (MCP transports §Session Management).
+            self.sessions.closed(fingerprint, route.name, claims.upstream_session_id)
+            raise SessionNotFound("Session not found: it expired (session_max_age_seconds); initialize a new one")
+        return claims
 
     def _fingerprint(self, principal: Principal) -> str:
         # `binding_key()` is JSON of exactly these three fields, so they key its fingerprint.
@@ -350,12 +359,19 @@ class McpEndpoint:
             reject_server_request=None if era.modern else self._rejecter(route, claims, era),
             event_ids=None if claims is None else self.sealer.event_ids(claims),
         )
+        fingerprint = self._fingerprint(principal)
+        reserved = False
         if msg.method == "initialize" and not era.modern:
-            fingerprint = self._fingerprint(principal)
+            # SECURITY.md: a cap on sessions per principal, enforced before the upstream creates one.
+            self.sessions.reserve(fingerprint, self.clock())
+            reserved = True
 
             def seal(upstream_id: str) -> str:
+                nonlocal reserved
                 created = SessionClaims(route.name, upstream_id, fingerprint, int(self.clock()))
                 options.event_ids = self.sealer.event_ids(created)  # this stream's ids belong to the new session
+                self.sessions.opened(fingerprint, route.name, upstream_id, created.created)
+                reserved = False
                 return self.sealer.seal(created)
 
             options.seal = seal
@@ -369,8 +385,18 @@ class McpEndpoint:
                 ctx.outcome = ctx.outcome or "aborted"
                 self.recorder.outcome(ctx)
             raise
+        finally:
+            if reserved:
+                self.sessions.cancel(fingerprint)  # no session came of it
+            self._forget_if_gone(route, claims, fingerprint, ctx)
         if audited and ctx.outcome_pending():
             self.recorder.outcome(ctx)
+
+    def _forget_if_gone(self, route: Route, claims: SessionClaims | None, fingerprint: str, ctx: Any) -> None:
+        # MCP transports §Session Management: the upstream answers 404 for a session it ended; the gateway
+        # relays that (the client re-initializes) and stops counting the session against its principal.
+        if claims is not None and ctx.http_status == 404:
+            self.sessions.closed(fingerprint, route.name, claims.upstream_session_id)
 
     async def _exchange(
         self,
@@ -514,7 +540,15 @@ class McpEndpoint:
             reject_server_request=self._rejecter(route, claims, era),
             event_ids=event_ids,
         )
-        await self._exchange(route, method, upstream_headers, b"", judge, state, ctx, options, receive, send)
+        fingerprint = self._fingerprint(principal)
+        try:
+            await self._exchange(route, method, upstream_headers, b"", judge, state, ctx, options, receive, send)
+        finally:
+            status = ctx.http_status or 0
+            if method == "DELETE" and 200 <= status < 300:
+                self.sessions.closed(fingerprint, route.name, claims.upstream_session_id)  # ended by the client
+            else:
+                self._forget_if_gone(route, claims, fingerprint, ctx)
 
     # -- refusals ---------------------------------------------------------------------------------
 

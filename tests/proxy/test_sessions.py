@@ -11,10 +11,18 @@ import httpx2
 import pytest
 
 from mcp_gateway.audit.sink import MemoryAuditSink
-from mcp_gateway.errors import SessionNotFound
-from mcp_gateway.proxy.sessions import SessionClaims, SessionSealer, principal_fingerprint
+from mcp_gateway.errors import RateLimited, SessionNotFound
+from mcp_gateway.proxy.sessions import SessionClaims, SessionLedger, SessionSealer, principal_fingerprint
 from tests._stack import Stack, gateway_stack
-from tests.proxy._support import HANDSHAKE, call_body, json_error, open_session, post_headers, sdk_client
+from tests.proxy._support import (
+    HANDSHAKE,
+    call_body,
+    initialize_body,
+    json_error,
+    open_session,
+    post_headers,
+    sdk_client,
+)
 
 KEY = bytes(range(32))
 ALICE = principal_fingerprint("issuer|agent-a|user-a")
@@ -109,6 +117,58 @@ def test_upstream_event_ids_containing_dots_survive_tagging() -> None:
 def test_session_key_must_be_32_bytes() -> None:
     with pytest.raises(ValueError, match="32 bytes"):
         SessionSealer(b"short")
+
+
+# -- the ledger: sessions per principal --------------------------------------------------------------
+
+
+def test_ledger_refuses_a_session_over_the_cap_with_retry_after_the_oldest_expires() -> None:
+    ledger = SessionLedger(2, max_age_seconds=100)
+    for n, created in enumerate((10.0, 20.0)):
+        ledger.reserve(ALICE, created)
+        ledger.opened(ALICE, "everything", f"s{n}", created)
+    with pytest.raises(RateLimited) as refused:
+        ledger.reserve(ALICE, 30.0)
+    assert refused.value.retry_after == 80.0  # the session created at 10 expires at 110
+    assert ("retry-after", "80") in refused.value.headers
+    assert "max_sessions_per_principal" in refused.value.message
+    ledger.reserve(BOB, 30.0)  # the cap is per principal
+    assert (ledger.count(ALICE), ledger.count(BOB)) == (2, 1)
+
+
+def test_ledger_counts_initializes_in_flight_so_concurrent_ones_cannot_overshoot() -> None:
+    ledger = SessionLedger(2, max_age_seconds=100)
+    ledger.reserve(ALICE, 0.0)
+    ledger.reserve(ALICE, 0.0)
+    with pytest.raises(RateLimited) as refused:
+        ledger.reserve(ALICE, 0.0)
+    assert refused.value.retry_after == 1.0
+    ledger.cancel(ALICE)  # one initialize created no session
+    ledger.reserve(ALICE, 0.0)
+    assert ledger.count(ALICE) == 2
+
+
+def test_ledger_frees_a_place_when_a_session_ends_or_expires() -> None:
+    ledger = SessionLedger(1, max_age_seconds=100)
+    ledger.reserve(ALICE, 0.0)
+    ledger.opened(ALICE, "everything", "s1", 0.0)
+    ledger.closed(ALICE, "everything", "s1")
+    ledger.reserve(ALICE, 1.0)
+    ledger.opened(ALICE, "everything", "s2", 1.0)
+    with pytest.raises(RateLimited):
+        ledger.reserve(ALICE, 100.0)
+    ledger.reserve(ALICE, 101.0)  # s2 is 100 s old: expired, no longer counted
+    assert ledger.expired(SessionClaims("everything", "s2", ALICE, 1), 101.0)
+    assert not ledger.expired(SessionClaims("everything", "s2", ALICE, 1), 100.5)
+
+
+def test_ledger_closing_an_unknown_session_is_harmless() -> None:
+    ledger = SessionLedger(1, max_age_seconds=100)
+    ledger.closed(ALICE, "everything", "never-opened")
+    ledger.cancel(ALICE)
+    assert ledger.count(ALICE) == 0
+    with pytest.raises(ValueError, match="positive"):
+        SessionLedger(0, max_age_seconds=1)
 
 
 # -- sessions through the gateway --------------------------------------------------------------------------
@@ -233,3 +293,51 @@ async def test_upstream_without_sessions_still_gets_a_session_bound_to_the_princ
     assert session
     assert hijack.status_code == 404
     assert all("mcp-session-id" not in headers for _, headers, _ in stack.tap.requests)
+
+
+@pytest.mark.anyio
+async def test_sessions_per_principal_are_capped_with_429_before_the_upstream_sees_an_initialize(
+    tmp_path: Path,
+) -> None:
+    audit = MemoryAuditSink()
+    extra = "max_sessions_per_principal = 2\n"
+    async with gateway_stack(tmp_path, audit=audit, gateway_extra=extra) as stack, httpx2.AsyncClient(timeout=10) as http:
+        alice, bob = stack.token(client="agent-a"), stack.token(client="agent-b")
+        with anyio.fail_after(20):
+            first = await open_session(http, stack, alice)
+            await open_session(http, stack, alice)
+            initializes = len(stack.tap.calls("initialize"))
+            refused = await http.post(stack.mcp_url(), headers=post_headers(alice), json=initialize_body())
+            assert len(stack.tap.calls("initialize")) == initializes  # nothing forwarded
+            await open_session(http, stack, bob)  # another principal has places of its own
+            ended = await http.delete(stack.mcp_url(), headers=post_headers(alice, version=HANDSHAKE, session=first))
+            again = await open_session(http, stack, alice)  # DELETE gave the place back
+    assert refused.status_code == 429
+    assert int(refused.headers["retry-after"]) > 0
+    assert json_error(refused)["code"] == -32029
+    assert "max_sessions_per_principal" in json_error(refused)["message"]
+    assert ended.status_code == 200
+    assert again
+    assert [(r.event_type, r.agent_id, r.http_status) for r in audit.records if r.http_status == 429] == [
+        ("refusal", "agent-a", 429)
+    ]
+
+
+@pytest.mark.anyio
+async def test_a_session_older_than_its_max_age_is_404_and_frees_its_place(tmp_path: Path) -> None:
+    extra = "max_sessions_per_principal = 1\nsession_max_age_seconds = 2\n"
+    async with gateway_stack(tmp_path, gateway_extra=extra) as stack, httpx2.AsyncClient(timeout=10) as http:
+        token = stack.token()
+        with anyio.fail_after(20):
+            session = await open_session(http, stack, token)
+            headers = post_headers(token, version=HANDSHAKE, session=session)
+            fresh = await http.post(stack.mcp_url(), headers=headers, json=call_body("echo", {"message": "now"}))
+            await anyio.sleep(2.2)
+            forwarded = len(stack.tap.requests)
+            stale = await http.post(stack.mcp_url(), headers=headers, json=call_body("echo", {"message": "later"}))
+            assert len(stack.tap.requests) == forwarded
+            replacement = await open_session(http, stack, token)
+    assert fresh.status_code == 200
+    assert stale.status_code == 404
+    assert "expired" in json_error(stale)["message"]
+    assert replacement != session
