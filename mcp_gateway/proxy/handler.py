@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,6 +68,24 @@ def _unsupported_version(requested: str) -> ProtocolRejected:
         jsonrpc_code=jsonrpc.UNSUPPORTED_PROTOCOL_VERSION,
         data={"supported": list(MODERN_VERSIONS), "requested": requested},
     )
+
+
+def _negotiable_initialize(body: bytes, msg: jsonrpc.ClientMessage) -> bytes:
+    """The initialize to forward: the client's, unless it asks for a version this gateway does not serve.
+
+    MCP lifecycle §Version Negotiation: "If the server supports the requested protocol version, it MUST
+    respond with the same version. Otherwise, the server MUST respond with another protocol version it
+    supports." The gateway is the server here, so it asks the upstream for its own latest handshake version
+    instead; the client then sees that version and decides, as the spec says, whether it can go on. Left as
+    it was, the upstream could settle on a version every later request would be refused for (400).
+    """
+    params = msg.body.get("params")
+    if not isinstance(params, dict) or params.get("protocolVersion") in HANDSHAKE_VERSIONS:
+        return body
+    if not isinstance(params.get("protocolVersion"), str):
+        return body  # not an initialize the upstream can accept either way: let it answer -32602
+    rewritten = {**msg.body, "params": {**params, "protocolVersion": HANDSHAKE_VERSIONS[0]}}
+    return json.dumps(rewritten, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _method_not_found(msg: jsonrpc.ClientMessage, era: Era) -> ProtocolRejected:
@@ -361,17 +380,20 @@ class McpEndpoint:
         )
         fingerprint = self._fingerprint(principal)
         reserved = False
+        opened: str | None = None  # the upstream session an initialize created
         if msg.method == "initialize" and not era.modern:
+            body = _negotiable_initialize(body, msg)
+            judge.initialize_versions = HANDSHAKE_VERSIONS
             # SECURITY.md: a cap on sessions per principal, enforced before the upstream creates one.
             self.sessions.reserve(fingerprint, self.clock())
             reserved = True
 
             def seal(upstream_id: str) -> str:
-                nonlocal reserved
+                nonlocal reserved, opened
                 created = SessionClaims(route.name, upstream_id, fingerprint, int(self.clock()))
                 options.event_ids = self.sealer.event_ids(created)  # this stream's ids belong to the new session
                 self.sessions.opened(fingerprint, route.name, upstream_id, created.created)
-                reserved = False
+                reserved, opened = False, upstream_id
                 return self.sealer.seal(created)
 
             options.seal = seal
@@ -388,6 +410,8 @@ class McpEndpoint:
         finally:
             if reserved:
                 self.sessions.cancel(fingerprint)  # no session came of it
+            elif opened is not None and state.outcome != "ok":
+                self.sessions.closed(fingerprint, route.name, opened)  # an initialize that failed opens nothing usable
             self._forget_if_gone(route, claims, fingerprint, ctx)
         if audited and ctx.outcome_pending():
             self.recorder.outcome(ctx)

@@ -45,6 +45,7 @@ class UpstreamMessageJudge:
     governs_server_requests: bool  # handshake eras; at 2026-07-28 a server-to-client request is dropped
     secret: bytes | None = None  # the gateway's upstream credential
     catalogue: ToolCatalogue | None = None  # pinned tool definitions; drifted ones are quarantined
+    initialize_versions: tuple[str, ...] | None = None  # an initialize's answer must settle on one of these
 
     def redact(self, data: bytes) -> bytes:
         """SECURITY.md: the injected credential never appears in responses, even if the upstream echoes it."""
@@ -98,6 +99,10 @@ class UpstreamMessageJudge:
             state.answered = True
         result = message.get("result")
         if isinstance(result, dict):
+            versions = self.initialize_versions
+            version = result.get("protocolVersion")
+            if versions is not None and state.request_method == "initialize" and version not in versions:
+                return _unserved_version(message, version, versions, state)
             if "inputRequests" in result:
                 refused = self._refused_input_request(result["inputRequests"])
                 if refused is not None:
@@ -135,6 +140,27 @@ class UpstreamMessageJudge:
 
 
 _LIST_METHODS = frozenset(m for _, m in _LIST_KEYS)
+
+
+def _unserved_version(message: dict[str, Any], version: Any, versions: tuple[str, ...], state: StreamState) -> bytes:
+    # The gateway serves its clients only the handshake versions it implements; a session the upstream
+    # settled on another version would meet 400 at every later request (MCP transports §Protocol
+    # Version Header), so the initialize fails now, with the reason, instead.
+    state.outcome = "upstream_error"
+    return json.dumps(
+        {
+            "jsonrpc": "2.0",
+            "id": message.get("id"),
+            "error": {
+                "code": -32603,
+                "message": f"The upstream settled on protocol version {version!r}, which the gateway does "
+                f"not serve; it serves {', '.join(versions)}",
+                "data": {"supported": list(versions), "upstream": version},
+            },
+        },
+        separators=(",", ":"),
+        ensure_ascii=False,
+    ).encode()
 
 
 def _infer_list(result: dict[str, Any]) -> str | None:

@@ -301,7 +301,10 @@ async def test_sessions_per_principal_are_capped_with_429_before_the_upstream_se
 ) -> None:
     audit = MemoryAuditSink()
     extra = "max_sessions_per_principal = 2\n"
-    async with gateway_stack(tmp_path, audit=audit, gateway_extra=extra) as stack, httpx2.AsyncClient(timeout=10) as http:
+    async with (
+        gateway_stack(tmp_path, audit=audit, gateway_extra=extra) as stack,
+        httpx2.AsyncClient(timeout=10) as http,
+    ):
         alice, bob = stack.token(client="agent-a"), stack.token(client="agent-b")
         with anyio.fail_after(20):
             first = await open_session(http, stack, alice)
