@@ -42,10 +42,14 @@ class AuthConfig(BaseModel):
     client_id: str | None = None  # the gateway's credentials at the introspection endpoint
     client_secret_env: str | None = None
     introspection_cache_seconds: int = Field(default=60, ge=0)
+    introspection_timeout_seconds: float = Field(default=5.0, gt=0)  # a slower endpoint: 503, never a hang
     accept_scp_claim: bool = False  # accept an `scp` array when `scope` is absent
     jwks_cache_seconds: int = Field(default=300, gt=0)
     jwks_refetch_cooldown_seconds: float = Field(default=10.0, ge=0)
     jwks_fetch_timeout_seconds: float = Field(default=5.0, gt=0)
+    # While the JWKS endpoint fails, cached keys keep serving this long past jwks_cache_seconds, then every
+    # token is refused (503): a key rotated out after a compromise is not trusted forever.
+    jwks_max_stale_seconds: float = Field(default=86_400.0, ge=0)
     max_token_bytes: int = Field(default=8192, gt=0)
     token_cache_size: int = Field(default=10000, gt=0)
 

@@ -179,6 +179,7 @@ def build_verifier(
             cache_seconds=config.jwks_cache_seconds,
             refetch_cooldown_seconds=config.jwks_refetch_cooldown_seconds,
             fetch_timeout_seconds=config.jwks_fetch_timeout_seconds,
+            max_stale_seconds=config.jwks_max_stale_seconds,
         )
         inner = JWTVerifier(
             jwks,
@@ -216,7 +217,7 @@ def build_verifier(
         max_lifetime=config.max_token_lifetime_seconds,
         max_token_bytes=config.max_token_bytes,
         accept_scp=config.accept_scp_claim,
-        timeout_seconds=config.jwks_fetch_timeout_seconds,
+        timeout_seconds=config.introspection_timeout_seconds,
     )
     opaque = CachingVerifier(
         introspection,

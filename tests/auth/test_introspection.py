@@ -79,7 +79,7 @@ def make_verifier(
         introspection_endpoint=server_url + "/introspect",
         client_id="gateway",
         client_secret_env="GATEWAY_SECRET",
-        jwks_fetch_timeout_seconds=0.5,
+        introspection_timeout_seconds=0.5,
         **overrides,
     )
     return build_verifier(config, http_client=http_client, clock=clock, secrets={"GATEWAY_SECRET": SECRET})

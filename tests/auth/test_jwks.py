@@ -191,6 +191,23 @@ async def test_a_removed_key_stops_working_end_to_end_after_the_ttl(
         await verifier.verify(sign(RSA2, good_claims(now=clock.now)), resource=RESOURCE)
 
 
+async def test_jwks_max_stale_seconds_bounds_how_long_cached_keys_outlive_a_failing_endpoint(
+    jwks_endpoint: JWKSEndpoint, jwks_server: StubServer, http_client: httpx2.AsyncClient, clock: FakeClock
+) -> None:
+    jwks_endpoint.keys = [RSA1.jwk]
+    config = make_auth_config(jwks_server.url + "/jwks.json", jwks_cache_seconds=300, jwks_max_stale_seconds=60)
+    verifier = build_verifier(config, http_client=http_client, clock=clock)
+    with anyio.fail_after(5):
+        await verifier.start()
+        jwks_endpoint.mode = "error"
+        clock.advance(300 + 60)
+        await verifier.verify(sign(RSA1, good_claims(now=clock.now)), resource=RESOURCE)  # stale, still served
+        clock.advance(11)  # past the limit, and past the refetch cool-down
+        with pytest.raises(AuthUnavailable) as raised:
+            await verifier.verify(sign(RSA1, good_claims(now=clock.now)), resource=RESOURCE)
+    assert raised.value.status_code == 503
+
+
 # --- faults: never replace good keys with bad ones ----------------------------------------------------
 
 
