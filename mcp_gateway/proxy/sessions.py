@@ -177,6 +177,8 @@ class SessionLedger:
         if sessions:
             for key in [k for k, created in sessions.items() if now - created >= self.max_age_seconds]:
                 del sessions[key]
+            if not sessions:
+                del self._open[principal]
         if self.count(principal) >= self.max_per_principal:
             # Retry when the oldest session expires, unless initializes in flight are what fills the cap.
             oldest = min(sessions.values()) if sessions else now
