@@ -105,8 +105,8 @@ class SQLiteAuditSink:
         group that someone waits for, or within `nowait_delay_seconds` if nobody does (and at close).
 
         While other calls are in flight, a group is held until `commit_interval_seconds` after the
-        previous commit started, so that under load one commit (one fsync) serves several calls; a call
-        made while no other is in flight is never held.
+        previous commit started (longer with many in flight: see `pacing.CommitPacer`), so that under load
+        one commit (one fsync) serves several calls; a call made while no other is in flight is never held.
 
         `on_open` runs in the writer thread once the schema is ready: a seam for tests, e.g.
         `PRAGMA max_page_count` to make the file "full", `PRAGMA query_only` to make it read-only.

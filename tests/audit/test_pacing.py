@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from mcp_gateway.audit.pacing import OPEN_CALL_TTL_SECONDS, CommitPacer
+from mcp_gateway.audit.pacing import CALLS_PER_INTERVAL, MAX_STRETCH, OPEN_CALL_TTL_SECONDS, CommitPacer
 
 from .conftest import make_record
 
@@ -23,6 +23,18 @@ def test_while_other_calls_are_in_flight_a_group_waits_out_the_interval_since_th
     assert pacer.hold(someone_waits=True, last_commit_started=10.0, now=10.0004) == pytest.approx(0.0006)
     assert pacer.hold(someone_waits=True, last_commit_started=10.0, now=10.002) == 0.0  # long enough ago
     assert pacer.hold(someone_waits=False, last_commit_started=10.0, now=10.0004) == 0.0  # nobody is held
+
+
+@pytest.mark.parametrize(
+    ("in_flight", "stretch"),
+    [(1, 1), (CALLS_PER_INTERVAL, 1), (2 * CALLS_PER_INTERVAL, 2), (8 * CALLS_PER_INTERVAL, 8), (10_000, MAX_STRETCH)],
+)
+def test_with_many_calls_in_flight_the_interval_stretches_in_proportion_up_to_a_cap(
+    in_flight: int, stretch: float
+) -> None:
+    pacer = CommitPacer(0.001)
+    pacer.committed([make_record() for _ in range(in_flight)], now=10.0)
+    assert pacer.hold(someone_waits=True, last_commit_started=10.0, now=10.0) == pytest.approx(0.001 * stretch)
 
 
 def test_only_intents_start_calls_and_only_their_outcomes_end_them() -> None:
