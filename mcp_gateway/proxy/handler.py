@@ -378,10 +378,11 @@ class McpEndpoint:
             reject_server_request=None if era.modern else self._rejecter(route, claims, era),
             event_ids=None if claims is None else self.sealer.event_ids(claims),
         )
-        fingerprint = self._fingerprint(principal)
+        fingerprint = ""  # the principal's, for an initialize only: no other request needs it here
         reserved = False
         opened: str | None = None  # the upstream session an initialize created
         if msg.method == "initialize" and not era.modern:
+            fingerprint = self._fingerprint(principal)
             body = _negotiable_initialize(body, msg)
             judge.initialize_versions = HANDSHAKE_VERSIONS
             # SECURITY.md: a cap on sessions per principal, enforced before the upstream creates one.
@@ -412,15 +413,15 @@ class McpEndpoint:
                 self.sessions.cancel(fingerprint)  # no session came of it
             elif opened is not None and state.outcome != "ok":
                 self.sessions.closed(fingerprint, route.name, opened)  # an initialize that failed opens nothing usable
-            self._forget_if_gone(route, claims, fingerprint, ctx)
+            self._forget_if_gone(route, claims, principal, ctx)
         if audited and ctx.outcome_pending():
             self.recorder.outcome(ctx)
 
-    def _forget_if_gone(self, route: Route, claims: SessionClaims | None, fingerprint: str, ctx: Any) -> None:
+    def _forget_if_gone(self, route: Route, claims: SessionClaims | None, principal: Principal, ctx: Any) -> None:
         # MCP transports §Session Management: the upstream answers 404 for a session it ended; the gateway
         # relays that (the client re-initializes) and stops counting the session against its principal.
         if claims is not None and ctx.http_status == 404:
-            self.sessions.closed(fingerprint, route.name, claims.upstream_session_id)
+            self.sessions.closed(self._fingerprint(principal), route.name, claims.upstream_session_id)
 
     async def _exchange(
         self,
@@ -564,15 +565,15 @@ class McpEndpoint:
             reject_server_request=self._rejecter(route, claims, era),
             event_ids=event_ids,
         )
-        fingerprint = self._fingerprint(principal)
         try:
             await self._exchange(route, method, upstream_headers, b"", judge, state, ctx, options, receive, send)
         finally:
             status = ctx.http_status or 0
             if method == "DELETE" and 200 <= status < 300:
-                self.sessions.closed(fingerprint, route.name, claims.upstream_session_id)  # ended by the client
+                # Ended by the client: its place under max_sessions_per_principal is free again.
+                self.sessions.closed(self._fingerprint(principal), route.name, claims.upstream_session_id)
             else:
-                self._forget_if_gone(route, claims, fingerprint, ctx)
+                self._forget_if_gone(route, claims, principal, ctx)
 
     # -- refusals ---------------------------------------------------------------------------------
 
