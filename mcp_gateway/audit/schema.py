@@ -48,6 +48,7 @@ FROM {TABLE}""",
 )
 SELECT_ROWS_SQL: Final = f"SELECT {', '.join(ROW_COLUMNS)} FROM {TABLE}"
 _LIST_FIELDS: Final = frozenset(name for name, kind in FIELD_KINDS if kind == "list")
+_FLOAT_FIELDS: Final = frozenset(name for name, kind in FIELD_KINDS if kind in ("float", "float?"))
 _FIELD_NAMES: Final = frozenset(RECORD_FIELDS)
 _WRITE_HEAD_SQL: Final = (
     "INSERT INTO meta (key, value) VALUES ('head_seq', ?), ('head_hash', ?) "
@@ -81,6 +82,11 @@ def parse_record(text: str) -> tuple[AuditRecord, str]:
     for name in _LIST_FIELDS:
         if isinstance(fields[name], list):
             fields[name] = tuple(fields[name])
+    for name in _FLOAT_FIELDS:
+        # RFC 8785 §3.2.2.3 writes an integral number without a fraction (2.0 as 2), so a latency of exactly
+        # 2 ms comes back from JSON as int 2: give it back as the float it was.
+        if type(fields[name]) is int:
+            fields[name] = float(fields[name])
     return AuditRecord(**fields), prev_hash
 
 

@@ -91,6 +91,23 @@ async def test_rows_merge_intent_and_outcome_into_one_row_per_call(log: Path) ->
     assert rows[3]["event_type"] == "tool_quarantined"
 
 
+async def test_integral_latencies_and_timestamps_come_back_as_floats(tmp_path: Path) -> None:
+    # RFC 8785 writes 2.0 as 2; the reader must still give the float fields their type, or consumers
+    # (and `--format json`) see 2 one time and 2.5 the next.
+    db = tmp_path / "audit.db"
+    intent = make_record(timestamp=float(int(BASE_TIME)))
+    await write(db, [intent, outcome_of(intent, outcome="ok", timestamp=intent.timestamp, latency_ms=2.0)])
+    (row,) = query(db)
+    assert type(row["latency_ms"]) is float and row["latency_ms"] == 2.0
+    with sqlite3.connect(db) as conn:
+        texts = [text for (text,) in conn.execute("SELECT record FROM audit_records ORDER BY seq")]
+    assert '"latency_ms":2,' in texts[1]  # stored canonically, without a fraction
+    records = [parse_record(text)[0] for text in texts]
+    assert all(type(r.timestamp) is float for r in records)
+    assert type(records[1].latency_ms) is float
+    assert verify(db).ok
+
+
 async def test_an_outcome_row_prefers_the_outcomes_result_fields(tmp_path: Path) -> None:
     db = tmp_path / "audit.db"
     intent = make_record(decision="allow", detail=None)
