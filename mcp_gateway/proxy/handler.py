@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -84,8 +83,7 @@ def _negotiable_initialize(body: bytes, msg: jsonrpc.ClientMessage) -> bytes:
         return body
     if not isinstance(params.get("protocolVersion"), str):
         return body  # not an initialize the upstream can accept either way: let it answer -32602
-    rewritten = {**msg.body, "params": {**params, "protocolVersion": HANDSHAKE_VERSIONS[0]}}
-    return json.dumps(rewritten, separators=(",", ":"), ensure_ascii=False).encode()
+    return jsonrpc.dumps({**msg.body, "params": {**params, "protocolVersion": HANDSHAKE_VERSIONS[0]}})
 
 
 def _method_not_found(msg: jsonrpc.ClientMessage, era: Era) -> ProtocolRejected:

@@ -122,6 +122,16 @@ def require_target(msg: ClientMessage) -> None:
         raise ProtocolRejected(f"Invalid params: {msg.method} needs a string params.{key}", jsonrpc_code=INVALID_PARAMS)
 
 
+def dumps(value: Any) -> bytes:
+    """Compact JSON as UTF-8, for a message the gateway re-encodes. A lone surrogate (which `parse_json` and
+    `json.loads` keep from a "\\ud800" escape, valid JSON syntax but not UTF-8) falls back to ASCII escapes,
+    so hostile text from either side is relayed as the escape it arrived as, never a 500."""
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value, separators=(",", ":")).encode("ascii")
+
+
 def error_body(msg_id: Any, code: int, message: str, data: Any = None) -> bytes:
     error: dict[str, Any] = {"code": code, "message": message}
     if data is not None:

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from mcp_gateway.policy.decision import ServerPolicy
 from mcp_gateway.policy.listing import filter_list_result
+from mcp_gateway.proxy import jsonrpc
 from mcp_gateway.proxy.catalogue import ToolCatalogue
 
 # Result keys that identify a list result even when we do not know which request it answers
@@ -123,7 +124,7 @@ class UpstreamMessageJudge:
                 if list_method == "tools/list" and self.catalogue is not None:
                     filtered["tools"] = self.catalogue.filter_tools(filtered.get("tools"))
                 message["result"] = filtered
-                return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+                return jsonrpc.dumps(message)
         return data
 
     def _refused_input_request(self, requests: Any) -> str | None:
@@ -147,20 +148,13 @@ def _unserved_version(message: dict[str, Any], version: Any, versions: tuple[str
     # settled on another version would meet 400 at every later request (MCP transports §Protocol
     # Version Header), so the initialize fails now, with the reason, instead.
     state.outcome = "upstream_error"
-    return json.dumps(
-        {
-            "jsonrpc": "2.0",
-            "id": message.get("id"),
-            "error": {
-                "code": -32603,
-                "message": f"The upstream settled on protocol version {version!r}, which the gateway does "
-                f"not serve; it serves {', '.join(versions)}",
-                "data": {"supported": list(versions), "upstream": version},
-            },
-        },
-        separators=(",", ":"),
-        ensure_ascii=False,
-    ).encode()
+    error = {
+        "code": -32603,
+        "message": f"The upstream settled on protocol version {version!r}, which the gateway does not serve; "
+        f"it serves {', '.join(versions)}",
+        "data": {"supported": list(versions), "upstream": version},
+    }
+    return jsonrpc.dumps({"jsonrpc": "2.0", "id": message.get("id"), "error": error})
 
 
 def _infer_list(result: dict[str, Any]) -> str | None:

@@ -14,6 +14,7 @@ import pytest
 from mcp_gateway.audit.sink import MemoryAuditSink
 from tests._stack import Stack, gateway_stack
 from tests.proxy._support import (
+    MODERN_META,
     Receive,
     Scope,
     ScriptedUpstream,
@@ -337,3 +338,25 @@ async def test_upstream_connection_lost_mid_stream_ends_with_an_error_event(stac
     assert messages[-1]["error"]["code"] == -32603
     assert messages[-1]["error"]["message"].startswith("Bad Gateway: the upstream")
     assert outcome_of(stack, "reset_mid_stream") == ("upstream_error", 200)
+
+
+async def _list_with_a_lone_surrogate(scope: Scope, receive: Receive, send: Send, body: dict[str, Any]) -> None:
+    # Valid JSON syntax (RFC 8259 §7 allows any \uXXXX escape), outside I-JSON: a lone high surrogate.
+    tool = {"name": "echo", "description": "odd \\ud800 text", "inputSchema": {"type": "object"}}
+    listed = json.dumps({"jsonrpc": "2.0", "id": body["id"], "result": {"tools": [tool]}})
+    await send_raw(send, 200, listed.replace("\\\\ud800", "\\ud800").encode())
+
+
+async def test_a_list_result_with_a_lone_surrogate_is_relayed_as_valid_json_not_a_crash(tmp_path: Path) -> None:
+    upstream = ScriptedUpstream(_list_with_a_lone_surrogate)
+    async with gateway_stack(tmp_path, upstream_app=upstream) as stack, httpx2.AsyncClient(timeout=10) as http:
+        with anyio.fail_after(10):
+            response = await http.post(
+                stack.mcp_url(),
+                headers=modern_headers(stack.token(), "tools/list"),
+                json={"jsonrpc": "2.0", "id": 7, "method": "tools/list", "params": {"_meta": dict(MODERN_META)}},
+            )
+    assert response.status_code == 200, response.text
+    (tool,) = response.json()["result"]["tools"]
+    assert tool["description"] == "odd \ud800 text"
+    response.content.decode("utf-8")  # well-formed UTF-8: the surrogate travels as an escape

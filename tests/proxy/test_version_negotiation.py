@@ -57,6 +57,22 @@ async def test_a_version_the_gateway_does_not_serve_is_negotiated_to_its_latest(
     assert result["result"]["content"][0]["text"] == "negotiated"
 
 
+async def test_a_rewritten_initialize_keeps_a_lone_surrogate_the_client_sent(tmp_path: Path) -> None:
+    # The parser keeps "\ud800" as a lone surrogate; re-encoding it must not crash the request (it did: 500).
+    body = initialize_body(version="2024-11-05")
+    body["params"]["clientInfo"]["name"] = "odd\ud800name"
+    raw = json.dumps(body).encode()  # ASCII, with the \ud800 escape
+    async with gateway_stack(tmp_path) as stack, httpx2.AsyncClient(timeout=10) as http:
+        with anyio.fail_after(20):
+            response = await http.post(stack.mcp_url(), headers=post_headers(stack.token()), content=raw)
+    forwarded = next(body for method, _, body in stack.tap.requests if method == "POST")
+    assert b"odd\\ud800name" in forwarded  # still the client's escape, now in valid JSON text
+    assert json.loads(forwarded)["params"]["protocolVersion"] == HANDSHAKE
+    # The example upstream refuses lone surrogates itself; the gateway relays its JSON-RPC answer.
+    assert response.status_code == 400
+    assert json_error(response)["code"] == -32700
+
+
 async def test_a_version_the_gateway_serves_is_forwarded_byte_for_byte(tmp_path: Path) -> None:
     async with gateway_stack(tmp_path) as stack, httpx2.AsyncClient(timeout=10) as http:
         sent = json.dumps(initialize_body(version="2025-06-18"), indent=1).encode()
