@@ -148,13 +148,13 @@ def _unserved_version(message: dict[str, Any], version: Any, versions: tuple[str
     # settled on another version would meet 400 at every later request (MCP transports §Protocol
     # Version Header), so the initialize fails now, with the reason, instead.
     state.outcome = "upstream_error"
-    error = {
-        "code": -32603,
-        "message": f"The upstream settled on protocol version {version!r}, which the gateway does not serve; "
+    return jsonrpc.error_body(
+        message.get("id"),
+        jsonrpc.INTERNAL_ERROR,
+        f"The upstream settled on protocol version {version!r}, which the gateway does not serve; "
         f"it serves {', '.join(versions)}",
-        "data": {"supported": list(versions), "upstream": version},
-    }
-    return jsonrpc.dumps({"jsonrpc": "2.0", "id": message.get("id"), "error": error})
+        {"supported": list(versions), "upstream": version},
+    )
 
 
 def _infer_list(result: dict[str, Any]) -> str | None:
