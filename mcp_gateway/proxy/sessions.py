@@ -181,8 +181,7 @@ class SessionLedger:
                 del self._open[principal]
         if self.count(principal) >= self.max_per_principal:
             # Retry when the oldest session expires, unless initializes in flight are what fills the cap.
-            oldest = min(sessions.values()) if sessions else now
-            retry_after = max(1.0, oldest + self.max_age_seconds - now) if sessions else 1.0
+            retry_after = max(1.0, min(sessions.values()) + self.max_age_seconds - now) if sessions else 1.0
             raise RateLimited(
                 f"Too Many Requests: this principal already has {self.max_per_principal} open sessions "
                 "(max_sessions_per_principal); end one with DELETE before opening another",
