@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -286,11 +286,17 @@ class ScriptedUpstream:
         self.disconnected.set()
 
 
-async def send_raw(send: Send, status: int, body: bytes, content_type: bytes | None = b"application/json") -> None:
-    headers = [(b"content-length", str(len(body)).encode())]
+async def send_raw(
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: bytes | None = b"application/json",
+    headers: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
+    head = [(b"content-length", str(len(body)).encode()), *headers]
     if content_type is not None:
-        headers.append((b"content-type", content_type))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
+        head.append((b"content-type", content_type))
+    await send({"type": "http.response.start", "status": status, "headers": head})
     await send({"type": "http.response.body", "body": body})
 
 

@@ -27,6 +27,7 @@ from tests.proxy._support import (
     read_events,
     result_for,
     send_chunk,
+    send_raw,
     sse_message,
     start_sse,
 )
@@ -128,15 +129,7 @@ class Upstream:
         body = json.loads(raw) if raw else {}
         if body.get("method") == "initialize":
             answer = {"jsonrpc": "2.0", "id": body["id"], "result": {"protocolVersion": HANDSHAKE}}
-            data = json.dumps(answer).encode()
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [(b"content-type", b"application/json"), (b"mcp-session-id", b"upstream-session")],
-                }
-            )
-            await send({"type": "http.response.body", "body": data})
+            await send_raw(send, 200, json.dumps(answer).encode(), headers=[(b"mcp-session-id", b"upstream-session")])
             return
         key = scope["method"] if scope["method"] != "POST" else body.get("params", {}).get("name", body.get("method"))
         await self.scripts[key](scope, receive, send, body)

@@ -89,15 +89,7 @@ async def _settles_on_2024(scope: Scope, receive: Receive, send: Send, body: dic
         await send_raw(send, 202, b"", content_type=None)
         return
     answer = {"jsonrpc": "2.0", "id": body["id"], "result": {"protocolVersion": "2024-11-05", "capabilities": {}}}
-    data = json.dumps(answer).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [(b"content-type", b"application/json"), (b"mcp-session-id", b"old-upstream-session")],
-        }
-    )
-    await send({"type": "http.response.body", "body": data})
+    await send_raw(send, 200, json.dumps(answer).encode(), headers=[(b"mcp-session-id", b"old-upstream-session")])
 
 
 async def test_an_upstream_settling_on_a_version_the_gateway_does_not_serve_fails_the_initialize(
