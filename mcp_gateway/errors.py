@@ -6,6 +6,7 @@ GatewayError
 │   ├── TransportRejected       Host (421), Origin (403), Content-Type/Accept (415/406), size (413)
 │   ├── ProtocolRejected        bad JSON-RPC, era/header mismatch, unsupported version (400)
 │   ├── SessionNotFound         unknown, ended or foreign session (404)
+│   │   └── UpstreamSessionGone the upstream ended the session it was asked about (404)
 │   ├── AuthError               renders its own WWW-Authenticate (RFC 6750 §3)
 │   │   ├── MissingToken        401, no `error` parameter
 │   │   ├── InvalidToken        401 invalid_token
@@ -47,6 +48,7 @@ class HTTPError(GatewayError):
 
     status_code: int = 400
     jsonrpc_code: int = -32600
+    outcome: Literal["denied", "session_not_found"] = "denied"  # the audit outcome of a call that ended with this error
 
     def __init__(
         self,
@@ -80,6 +82,12 @@ class SessionNotFound(HTTPError):
 
     status_code = 404
     jsonrpc_code = -32001
+
+
+class UpstreamSessionGone(SessionNotFound):
+    """The upstream answered 404 for the session the request carried: it ended; the client re-initializes."""
+
+    outcome = "session_not_found"
 
 
 def _quote(value: str) -> str:
@@ -176,6 +184,7 @@ class UpstreamError(GatewayError):
     """The upstream leg failed."""
 
     status_code = 502
+    outcome: Literal["upstream_error", "timeout", "identity_mismatch"] = "upstream_error"
 
 
 class UpstreamConnectError(UpstreamError):
@@ -185,11 +194,14 @@ class UpstreamConnectError(UpstreamError):
 class UpstreamIdentityError(UpstreamConnectError):
     """The upstream presented a certificate whose key is not the pinned one; nothing was sent."""
 
+    outcome = "identity_mismatch"
+
 
 class UpstreamTimeout(UpstreamError):
     """Connect or read timeout toward the upstream."""
 
     status_code = 504
+    outcome = "timeout"
 
 
 class UpstreamProtocolError(UpstreamError):

@@ -10,6 +10,7 @@ from mcp_gateway.policy.decision import ServerPolicy
 from mcp_gateway.policy.listing import filter_list_result
 from mcp_gateway.proxy import jsonrpc
 from mcp_gateway.proxy.catalogue import ToolCatalogue
+from mcp_gateway.proxy.context import OutcomeKind
 
 # Result keys that identify a list result even when we do not know which request it answers
 # (a response replayed on a resumed GET stream): filter by shape so nothing unfiltered slips out.
@@ -31,7 +32,7 @@ class StreamState:
     request_method: str | None = None
     resumed: bool = False  # a GET with Last-Event-ID: it replays a POST stream, whose response may be on it
     answered: bool = False
-    outcome: str | None = None  # ok | tool_error | upstream_error | server_request_refused
+    outcome: OutcomeKind | None = None  # ok | tool_error | upstream_error | server_request_refused
     garbage: int = 0
     last_event_id: bytes | None = None  # the newest SSE event id relayed: the client can resume after it
     rejected_server_requests: list[tuple[Any, str]] = field(default_factory=list)
@@ -44,15 +45,15 @@ class UpstreamMessageJudge:
     policy: ServerPolicy
     granted: frozenset[str]
     governs_server_requests: bool  # handshake eras; at 2026-07-28 a server-to-client request is dropped
-    secret: bytes | None = None  # the gateway's upstream credential
+    secrets: tuple[bytes, ...] = ()  # the gateway's upstream credentials in use
     catalogue: ToolCatalogue | None = None  # pinned tool definitions; drifted ones are quarantined
     initialize_versions: tuple[str, ...] | None = None  # an initialize's answer must settle on one of these
 
     def redact(self, data: bytes) -> bytes:
         """SECURITY.md: the injected credential never appears in responses, even if the upstream echoes it."""
-        secret = self.secret
-        if secret is not None and secret in data:
-            return data.replace(secret, b"[REDACTED]")
+        for secret in self.secrets:
+            if secret in data:
+                data = data.replace(secret, b"[REDACTED]")
         return data
 
     def judge(self, data: bytes, state: StreamState) -> bytes | None:
@@ -164,7 +165,7 @@ def _infer_list(result: dict[str, Any]) -> str | None:
     return None
 
 
-def _outcome(message: dict[str, Any]) -> str:
+def _outcome(message: dict[str, Any]) -> OutcomeKind:
     if "error" in message:
         return "tool_error"
     result = message.get("result")
