@@ -62,10 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo.add_commands(sub)
     from mcp_gateway.audit import cli as audit_cli
-    from mcp_gateway.auth import cli as auth_cli
+    from mcp_gateway.devissuer import cli as devissuer_cli
     from mcp_gateway.identity import cli as identity_cli
 
-    for module in (auth_cli, audit_cli, identity_cli):
+    for module in (devissuer_cli, audit_cli, identity_cli):
         module.add_commands(sub)
     return parser
 

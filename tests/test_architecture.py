@@ -105,7 +105,18 @@ def _write(root: Path, files: Mapping[str, str]) -> Path:
 def test_mcp_gateway_has_no_import_cycle() -> None:
     graph = import_graph(PACKAGE_ROOT)
     assert "mcp_gateway.errors" in graph  # the walk found the package
-    assert import_cycles(graph) == []
+    cycles = import_cycles(graph)
+    assert cycles == [], "modules that import each other: " + "; ".join(" <-> ".join(c) for c in cycles)
+
+
+def test_only_the_cli_and_the_demo_import_the_development_issuer() -> None:
+    # devissuer/__init__.py: development only; nothing on the gateway's own path may depend on it.
+    importers = {
+        module
+        for module, edges in import_graph(PACKAGE_ROOT).items()
+        if not module.startswith("mcp_gateway.devissuer") and any(e.startswith("mcp_gateway.devissuer") for e in edges)
+    }
+    assert importers == {"mcp_gateway.cli", "mcp_gateway.demo"}
 
 
 def test_a_cycle_through_a_function_level_relative_import_is_found(tmp_path: Path) -> None:

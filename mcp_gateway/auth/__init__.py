@@ -1,4 +1,4 @@
-"""OAuth 2.1 resource-server authentication: bearer extraction, token verification, the dev issuer."""
+"""OAuth 2.1 resource-server authentication: bearer extraction and token verification (JWT, introspection)."""
 
 from __future__ import annotations
 
