@@ -14,8 +14,8 @@ from mcp_gateway.audit.summary import RefusalSummarizer
 from mcp_gateway.auth.principal import Principal
 from mcp_gateway.config import GatewayConfig
 from mcp_gateway.policy.decision import Decision
-from mcp_gateway.proxy.asgi import Scope
 from mcp_gateway.proxy.jsonrpc import ClientMessage
+from mcp_gateway.transport.asgi import Scope
 
 
 def token_reference(token: str) -> str:
