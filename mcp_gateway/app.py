@@ -27,12 +27,12 @@ from mcp_gateway.config import GatewayConfig, random_session_key
 from mcp_gateway.errors import ConfigError, HTTPError
 from mcp_gateway.limits import LimitStore, build_limit_store
 from mcp_gateway.policy.scopes import ScopeHierarchy
-from mcp_gateway.proxy.asgi import Receive, Scope, Send, header, respond, respond_json
 from mcp_gateway.proxy.pipeline import McpEndpoint
 from mcp_gateway.proxy.recording import CallRecorder
 from mcp_gateway.proxy.route import Route, build_routes
 from mcp_gateway.proxy.session_gate import SessionGate
 from mcp_gateway.proxy.sessions import SessionSealer
+from mcp_gateway.transport.asgi import Receive, Scope, Send, header, respond, respond_json
 from mcp_gateway.upstream.http11 import UpstreamPool
 
 logger = logging.getLogger("mcp_gateway")

@@ -14,7 +14,7 @@ from mcp_types.methods import CLIENT_REQUESTS
 
 from mcp_gateway.errors import ProtocolRejected, TransportRejected
 from mcp_gateway.proxy import jsonrpc
-from mcp_gateway.proxy.asgi import Headers, header
+from mcp_gateway.transport.asgi import Headers, header
 
 MODERN_VERSIONS = ("2026-07-28",)
 HANDSHAKE_VERSIONS = ("2025-11-25", "2025-06-18")

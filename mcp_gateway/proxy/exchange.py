@@ -12,7 +12,6 @@ from mcp_gateway.config import GatewayConfig
 from mcp_gateway.credentials import CredentialRequest
 from mcp_gateway.errors import UpstreamError, UpstreamIdentityError
 from mcp_gateway.proxy import jsonrpc
-from mcp_gateway.proxy.asgi import Headers, Receive, Send, respond
 from mcp_gateway.proxy.context import ABORTED, CallContext, Outcome
 from mcp_gateway.proxy.era import Era
 from mcp_gateway.proxy.recording import CallRecorder
@@ -20,6 +19,7 @@ from mcp_gateway.proxy.relay import StreamState, UpstreamMessageJudge
 from mcp_gateway.proxy.route import Route
 from mcp_gateway.proxy.sessions import EventIds, SessionClaims
 from mcp_gateway.proxy.streaming import DisconnectWatch, RelayOptions, relay_response
+from mcp_gateway.transport.asgi import Headers, Receive, Send, respond
 from mcp_gateway.upstream.http11 import UpstreamResponse
 
 # Request headers relayed upstream: an allowlist, so hop-by-hop headers, cookies, the client's

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from itertools import chain
 
 from mcp_gateway.auth.bearer import bearer_credential, checked_token
 from mcp_gateway.auth.principal import Principal
@@ -32,7 +31,6 @@ from mcp_gateway.policy.decision import Decision
 from mcp_gateway.policy.ratelimit import rate_limit_keys
 from mcp_gateway.proxy import era as eras
 from mcp_gateway.proxy import jsonrpc
-from mcp_gateway.proxy.asgi import Headers, Receive, Scope, Send, header, read_body, respond
 from mcp_gateway.proxy.context import ABORTED, CallContext, Outcome
 from mcp_gateway.proxy.exchange import Leg, UpstreamExchange, credential_request, upstream_headers
 from mcp_gateway.proxy.recording import CallRecorder, token_reference
@@ -41,7 +39,10 @@ from mcp_gateway.proxy.route import Route
 from mcp_gateway.proxy.session_gate import SessionGate
 from mcp_gateway.proxy.sessions import EventIds, SessionClaims
 from mcp_gateway.proxy.streaming import RelayOptions
+from mcp_gateway.transport.asgi import Headers, Receive, Scope, Send, header, respond
 from mcp_gateway.transport.guard import OriginGuard
+from mcp_gateway.transport.limits import check_header_size, read_body
+from mcp_gateway.transport.media import check_post_media_types, check_stream_accept
 
 # Methods whose calls leave an intent and an outcome record.
 AUDITED_METHODS = frozenset({"tools/call", "resources/read", "prompts/get"})
@@ -93,15 +94,13 @@ class McpEndpoint:
         return outcome.http_status
 
     def _guard(self, headers: Headers) -> None:
-        if sum(map(len, chain.from_iterable(headers))) > self.config.max_header_bytes:
-            # RFC 6585 §5: 431, refused before any token is parsed or any key looked up.
-            raise TransportRejected("Request Header Fields Too Large", status_code=431)
+        check_header_size(headers, self.config.max_header_bytes)
         self.guard.check(header(headers, b"host"), header(headers, b"origin"))
 
     # -- POST -------------------------------------------------------------------------------------
 
     async def _post(self, route: Route, ctx: CallContext, headers: Headers, receive: Receive, send: Send) -> Outcome:
-        _check_media_types(headers)
+        check_post_media_types(headers)
         body = await read_body(receive, headers, self.config.max_body_bytes)
         msg = ctx.message = jsonrpc.classify(jsonrpc.parse_json(body))
         era = eras.post_era(headers, msg)
@@ -223,8 +222,8 @@ class McpEndpoint:
         self, route: Route, ctx: CallContext, method: str, headers: Headers, receive: Receive, send: Send
     ) -> Outcome:
         era = eras.stream_era(headers)
-        if method == "GET" and b"text/event-stream" not in (header(headers, b"accept") or b""):
-            raise TransportRejected("Not Acceptable: GET requires Accept: text/event-stream", status_code=406)
+        if method == "GET":
+            check_stream_accept(headers)
         principal = await self._authenticate(route, headers, ctx)
         claims = await self._session(route, headers, principal, ctx)
         event_ids = self.sessions.event_ids(claims)
@@ -349,16 +348,6 @@ class McpEndpoint:
             if decision.scopes_required:
                 return decision.scopes_required
         return tuple(route.entry.default_scopes or ())
-
-
-def _check_media_types(headers: Headers) -> None:
-    content_type = header(headers, b"content-type") or b""
-    if not content_type.split(b";", 1)[0].strip().lower() == b"application/json":
-        raise TransportRejected("Unsupported Media Type: POST bodies must be application/json", status_code=415)
-    accept = (header(headers, b"accept") or b"").lower()
-    if b"application/json" not in accept and b"*/*" not in accept and b"application/*" not in accept:
-        # MCP transports §Sending Messages: the client MUST accept application/json and text/event-stream.
-        raise TransportRejected("Not Acceptable: Accept must include application/json", status_code=406)
 
 
 def _decision_input(route: Route, ctx: CallContext, principal: Principal, era: eras.Era) -> DecisionInput:

@@ -11,9 +11,9 @@ from mcp_gateway.audit.record import AuditRecord, arguments_digest, arguments_js
 from mcp_gateway.audit.sink import AuditSink, NullAuditSink
 from mcp_gateway.audit.summary import RefusalSummarizer
 from mcp_gateway.config import GatewayConfig
-from mcp_gateway.proxy.asgi import Scope
 from mcp_gateway.proxy.context import CallContext, Outcome
 from mcp_gateway.proxy.route import Route
+from mcp_gateway.transport.asgi import Scope
 
 
 def token_reference(token: str) -> str:

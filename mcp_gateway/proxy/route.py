@@ -9,13 +9,13 @@ from urllib.parse import urlsplit
 
 from mcp_gateway.config import GatewayConfig, RateLimits, ServerEntry
 from mcp_gateway.credentials import CredentialSource, build_credential_source
+from mcp_gateway.identity.tls_pins import spki_verifier
 from mcp_gateway.policy.decider import Decider, ScopeDecider
 from mcp_gateway.policy.decision import ServerPolicy
 from mcp_gateway.policy.ratelimit import effective_rate_limits
 from mcp_gateway.policy.scopes import ScopeHierarchy
 from mcp_gateway.proxy.catalogue import ToolCatalogue
 from mcp_gateway.upstream.http11 import UpstreamPool
-from mcp_gateway.upstream.pinning import spki_verifier
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,11 +11,11 @@ from typing import Any
 
 from mcp_gateway.errors import UpstreamError, UpstreamProtocolError, UpstreamSessionGone, UpstreamTimeout
 from mcp_gateway.proxy import jsonrpc
-from mcp_gateway.proxy.asgi import Message, Receive, Send, respond
 from mcp_gateway.proxy.context import Outcome, OutcomeKind
 from mcp_gateway.proxy.relay import StreamState, UpstreamMessageJudge
 from mcp_gateway.proxy.sessions import EventIds
 from mcp_gateway.proxy.sse import SSEEvent, SSEParser, frame
+from mcp_gateway.transport.asgi import Message, Receive, Send, respond
 from mcp_gateway.upstream.http11 import UpstreamResponse
 
 _SSE_HEADERS = [

@@ -11,8 +11,8 @@ import httpx2
 import pytest
 
 from mcp_gateway.auth.introspection import IntrospectionVerifier
-from mcp_gateway.auth.verifier import AuthUnavailable, TokenVerifier, build_verifier
-from mcp_gateway.errors import ConfigError, InvalidToken
+from mcp_gateway.auth.verifier import TokenVerifier, build_verifier
+from mcp_gateway.errors import AuthUnavailable, ConfigError, InvalidToken
 
 from ._support import (
     ABSENT,

@@ -12,8 +12,8 @@ import anyio
 import httpx2
 import pytest
 
-from mcp_gateway.auth.verifier import AuthUnavailable, TokenVerifier, build_verifier
-from mcp_gateway.errors import InvalidToken
+from mcp_gateway.auth.verifier import TokenVerifier, build_verifier
+from mcp_gateway.errors import AuthUnavailable, InvalidToken
 
 from ._support import (
     ABSENT,
