@@ -7,6 +7,7 @@ and turns refusals into answers.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 
@@ -282,8 +283,16 @@ class McpEndpoint:
         if sealed is None:
             # MCP transports §Session Management: a request without a required session id → 400.
             raise ProtocolRejected("Bad Request: Mcp-Session-Id header is required", jsonrpc_code=-32600)
-        ctx.session_id = sealed.decode("latin-1")
-        return await self.sessions.open(route.name, ctx.session_id, principal)
+        presented = sealed.decode("latin-1")
+        try:
+            claims = await self.sessions.open(route.name, presented, principal)
+        except SessionNotFound:
+            # SECURITY.md: a refused id is client text, not an identifier the gateway issued: the record
+            # names it by its hash, so no control character or bidi override reaches the audit.
+            ctx.session_id = "sha256:" + hashlib.sha256(sealed).hexdigest()
+            raise
+        ctx.session_id = presented  # it opened, so it is the one canonical spelling of a sealed id
+        return claims
 
     def _event_ids(self, claims: SessionClaims | None) -> EventIds | None:
         return None if claims is None else self.sessions.event_ids(claims)
