@@ -67,8 +67,9 @@ class Gateway:
         self.http_client = http_client
         self.hierarchy = ScopeHierarchy(config.scope_implications)
         self.routes: dict[str, Route] = build_routes(config, self.hierarchy, secrets=env, pools=pools)
-        self._route_paths = {f"/{name}/mcp": route for name, route in self.routes.items()}
-        self._metadata = {f"{_WELL_KNOWN}{name}/mcp": self._metadata_document(r) for name, r in self.routes.items()}
+        self._route_paths: dict[str, Route] = {}
+        self._metadata: dict[str, dict[str, Any]] = {}
+        self.swap_routes(self.routes)
         self.recorder = CallRecorder(
             config, audit, RefusalSummarizer(window_seconds=config.audit.unauthenticated_summary_seconds)
         )
@@ -94,6 +95,15 @@ class Gateway:
         # Labelled children looked up once, not per request (`labels()` validates and locks each time).
         self._latency = {name: self.latency.labels(name) for name in self.routes}
         self._counters: dict[tuple[str, str, int], Any] = {}
+
+    def swap_routes(self, routes: dict[str, Route]) -> None:
+        """Serve `routes` from the next request on; requests already running keep the routes they began with.
+
+        Each map is replaced by one assignment, so a request never sees half of an old and half of a new set.
+        """
+        self._metadata = {f"{_WELL_KNOWN}{name}/mcp": self._metadata_document(r) for name, r in routes.items()}
+        self._route_paths = {f"/{name}/mcp": route for name, route in routes.items()}
+        self.routes = routes
 
     def _count(self, server: str, method: str, status: int) -> None:
         key = (server, method, status)
@@ -143,7 +153,10 @@ class Gateway:
                     # The HTTP method is the client's: label only the ones served, so series stay bounded.
                     http_method = scope["method"] if scope["method"] in _SERVED_METHODS else "other"
                     self._count(route.name, http_method, status)
-                    self._latency[route.name].observe(time.perf_counter() - started)
+                    latency = self._latency.get(route.name)
+                    if latency is None:  # a route added by swap_routes
+                        latency = self._latency[route.name] = self.latency.labels(route.name)
+                    latency.observe(time.perf_counter() - started)
                 return
             await self._other(path, scope, receive, send)
         elif kind == "lifespan":
@@ -302,6 +315,7 @@ def create_app(
     clock: Callable[[], float] = time.time,
     pools: Mapping[str, UpstreamPool] | None = None,
     secrets: Mapping[str, str] | None = None,
+    limits: LimitStore | None = None,
     tune_gc: bool = False,
 ) -> Gateway:
     """Build the gateway from a loaded config; every seam can be injected for tests.
@@ -328,5 +342,6 @@ def create_app(
         clock=clock,
         pools=pools,
         secrets=secrets,
+        limits=limits,
         tune_gc=tune_gc,
     )
