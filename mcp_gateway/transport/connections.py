@@ -5,25 +5,26 @@ by the first byte that arrives after a response and is not armed again until the
 that connects and sends nothing, or that trickles a request head a byte at a time (slow loris), holds its
 connection, and one file descriptor, forever. Its `limit_concurrency` answers requests with 503 once too
 many connections are open, but it never refuses the connections themselves. `GuardedHttpToolsProtocol`
-closes both gaps with one timer per connection, armed only while the connection waits for a request head:
+closes both gaps while a connection waits for a request head:
 
-- a connection that sends no byte for `idle_timeout` while it waits for a request (never used, or between
-  keep-alive requests) is closed without an answer (RFC 9112 §9.8: a server may close an idle connection);
+- a connection that begins no request within `idle_timeout` of the start of its wait (never used, or
+  between keep-alive requests) is closed without an answer (RFC 9112 §9.8: a server may close an idle
+  connection);
 - a request head must be complete within `header_timeout` of the moment the connection started waiting
   for it (opened, or finished its previous response), however its bytes trickle in; past that the
   connection gets a 408 and is closed;
 - past `max_connections` open connections in this process, a new connection is answered with a 503 and
   `Retry-After`, and closed.
 
-The hot path adds two attribute writes per request: the timer uvicorn armed after each response is this
-one, and the deadline is checked lazily when the timer fires, not on every chunk received.
+The hot path is a few attribute writes per request and no timer at all: one sweeper per process looks at
+the waiting connections a few times a second (uvicorn armed and cancelled a timer for every request).
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -31,7 +32,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 RETRY_AFTER_SECONDS = 1
 _LINGER_SECONDS = 2.0  # a refused client gets this long to read the 503 before its connection is closed
-_EARLY_FIRE = 0.001  # timers may fire this much before their time; closer than that counts as due
+_MIN_TICK, _MAX_TICK = 0.05, 1.0  # how often the sweeper looks: a quarter of the shortest wait, within these
 
 
 def _answer(status: bytes, body: bytes, *extra: bytes) -> bytes:
@@ -82,14 +83,15 @@ class ConnectionCounts:
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a request-head deadline, an idle deadline and a connection cap.
 
-    Bind `limits` and `counts` with `guarded_protocol(...)`; uvicorn builds one instance per connection.
+    Bind `limits`, `counts` and a sweeper with `guarded_protocol(...)`; uvicorn builds one instance per
+    connection.
     """
 
     limits: ClassVar[ConnectionLimits]
     counts: ClassVar[ConnectionCounts]
+    sweeper: ClassVar[_Sweeper]
 
-    _deadline: asyncio.TimerHandle | None = None
-    _waiting_since: float = 0.0
+    _waiting_since: float | None = None  # when the wait for a request head began; None while one is served
     _head_pending: bool = False  # the parser has begun a request whose head is not complete yet
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -103,13 +105,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         counts.open += 1
         counts.accepted += 1
         super().connection_made(transport)
-        self._wait_for_head()
+        self._waiting_since = self.loop.time()
+        self.sweeper.watch(self.connections)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.counts.open -= 1
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        self._waiting_since = None
         super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
@@ -118,18 +119,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._head_pending = False
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        self._waiting_since = None
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        if self.cycle.response_complete and self._deadline is None and not self.transport.is_closing():
-            self._wait_for_head()  # the app answered before the body ended; the wait starts now
+        if self.cycle.response_complete and self._waiting_since is None and not self._head_pending:
+            self._waiting_since = self.loop.time()  # the app answered before the body ended; the wait starts now
 
     def on_response_complete(self) -> None:
-        # uvicorn's own, with our deadline in place of its keep-alive timer (which any byte cancelled).
+        # uvicorn's own, with the sweeper's deadlines in place of its keep-alive timer (which any byte
+        # cancelled for good).
         self.server_state.total_requests += 1
         if self.transport.is_closing():
             return
@@ -138,28 +138,47 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             cycle, app = self.pipeline.pop()
             self._start_asgi_task(cycle, app)
         elif not self.cycle.more_body:  # else the request's body is still arriving: on_message_complete
-            self._wait_for_head()
+            self._waiting_since = self.loop.time()
 
-    def _wait_for_head(self) -> None:
-        # One timer for both deadlines, at the earlier one; whether a head has begun is looked at when it
-        # fires, so receiving bytes costs nothing here.
-        self._waiting_since = now = self.loop.time()
-        self._deadline = self.loop.call_at(now + self.limits.first_wait, self._on_deadline)
-
-    def _on_deadline(self) -> None:
-        self._deadline = None
-        if self.transport.is_closing():
+    def _close_if_overdue(self, now: float) -> None:
+        since = self._waiting_since
+        if since is None or self.transport.is_closing():
             return
         if self._head_pending:
-            give_up = self._waiting_since + self.limits.header_timeout
-            if give_up - self.loop.time() > _EARLY_FIRE:  # the idle deadline came first, but bytes did arrive
-                self._deadline = self.loop.call_at(give_up, self._on_deadline)
+            if now - since < self.limits.header_timeout:
                 return
             self.counts.header_timeouts += 1
             self.transport.write(HEADER_TIMEOUT)
         else:
+            if now - since < self.limits.first_wait:
+                return
             self.counts.idle_closed += 1
+        self._waiting_since = None
         self.transport.close()
+
+
+class _Sweeper:
+    """One timer per process, not one per connection or request: every `tick` it closes the connections
+    whose wait for a request head is over. A deadline is kept at most one tick late."""
+
+    def __init__(self, limits: ConnectionLimits, counts: ConnectionCounts) -> None:
+        self.tick = min(max(limits.first_wait / 4, _MIN_TICK), _MAX_TICK)
+        self.counts = counts
+        self.connections: set[Any] = set()
+        self.handle: asyncio.TimerHandle | None = None
+
+    def watch(self, connections: set[Any]) -> None:
+        if self.handle is None:
+            self.connections = connections  # uvicorn's set of this server's open connections
+            self.handle = asyncio.get_running_loop().call_later(self.tick, self.sweep)
+
+    def sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for connection in tuple(self.connections):  # a close takes effect later; the copy is for safety
+            if isinstance(connection, GuardedHttpToolsProtocol):
+                connection._close_if_overdue(now)
+        self.handle = loop.call_later(self.tick, self.sweep) if self.counts.open else None
 
 
 class _Refusal(asyncio.Protocol):
@@ -202,8 +221,9 @@ class _Refusal(asyncio.Protocol):
 
 
 def guarded_protocol(limits: ConnectionLimits, counts: ConnectionCounts) -> type[GuardedHttpToolsProtocol]:
-    """The protocol class to pass to uvicorn as `http=`, bound to one process's limits and counters."""
-    return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), {"limits": limits, "counts": counts})
+    """The protocol class to pass to uvicorn as `http=`, bound to one server's limits and counters."""
+    namespace = {"limits": limits, "counts": counts, "sweeper": _Sweeper(limits, counts)}
+    return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), namespace)
 
 
 class ConnectionCollector(Collector):
