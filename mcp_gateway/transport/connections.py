@@ -60,7 +60,7 @@ class ConnectionLimits:
     """What a connection may do at the front door, from gateway.toml."""
 
     header_timeout: float  # a request head completes within this many seconds of the wait's start
-    idle_timeout: float  # a waiting connection that sends no byte for this long is closed
+    idle_timeout: float  # a waiting connection that begins no request for this long is closed
     max_connections: int  # open connections per process; more are answered 503 and closed
 
     @property
