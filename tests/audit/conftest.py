@@ -1,4 +1,4 @@
-"""Fixtures for the audit tests: the anyio backend and a record factory."""
+"""Fixtures for the audit tests: a record factory."""
 
 from __future__ import annotations
 
@@ -12,11 +12,6 @@ from mcp_gateway.audit.record import AuditRecord, new_event_id
 BASE_TIME = 1_795_867_200.0  # 2026-11-28T12:00:00Z
 
 RecordFactory = Callable[..., AuditRecord]
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 def make_record(phase: str = "intent", *, timestamp: float = BASE_TIME, **fields: Any) -> AuditRecord:

@@ -56,11 +56,6 @@ OTHER_ROUTE = 'default_scopes = ["tools:call"]'
 ECHO_SCOPE = "tools:read"  # tool_scopes.echo in DEFAULT_ALLOWLIST: what a 401 for an echo call names
 
 
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @dataclass
 class World:
     stack: Stack

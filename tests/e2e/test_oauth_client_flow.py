@@ -53,11 +53,6 @@ default_scopes = ["tools:read"]
 """
 
 
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @dataclass
 class World:
     stack: Stack

@@ -116,11 +116,6 @@ VISIBLE: dict[tuple[str, bool], dict[str, set[str]]] = {
 }
 
 
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @dataclass
 class World:
     stack: Stack
