@@ -33,22 +33,16 @@ from jwt.algorithms import ECAlgorithm
 import tests._stack as stack_module
 from mcp_gateway.audit.query import query
 from mcp_gateway.auth.issuer import create_issuer_app
+from tests._mcp import MODERN_META
 from tests._servers import serve_asgi
 from tests._stack import Stack
-
-MODERN = "2026-07-28"
-LEGACY = "2025-11-25"
 
 # --- raw MCP requests ------------------------------------------------------------------------------
 
 
 def envelope() -> dict[str, Any]:
     """The `_meta` every 2026-07-28 request carries (the SDK sends exactly these keys)."""
-    return {
-        "io.modelcontextprotocol/protocolVersion": MODERN,
-        "io.modelcontextprotocol/clientInfo": {"name": "e2e-raw", "version": "0"},
-        "io.modelcontextprotocol/clientCapabilities": {},
-    }
+    return {**MODERN_META, "io.modelcontextprotocol/clientInfo": {"name": "e2e-raw", "version": "0"}}
 
 
 def rpc(
@@ -64,55 +58,6 @@ def tool_call(
     name: str, arguments: Mapping[str, Any] | None = None, *, id: int | str = 1, modern: bool = True
 ) -> dict[str, Any]:
     return rpc("tools/call", {"name": name, "arguments": dict(arguments or {})}, id=id, modern=modern)
-
-
-def initialize_body(id: int = 0) -> dict[str, Any]:
-    return {
-        "jsonrpc": "2.0",
-        "id": id,
-        "method": "initialize",
-        "params": {"protocolVersion": LEGACY, "capabilities": {}, "clientInfo": {"name": "e2e-raw", "version": "0"}},
-    }
-
-
-def modern_headers(method: str, name: str | None = None, *, token: str | None = None) -> dict[str, str]:
-    headers = {
-        "content-type": "application/json",
-        "accept": "application/json, text/event-stream",
-        "mcp-protocol-version": MODERN,
-        "mcp-method": method,
-    }
-    if name is not None:
-        headers["mcp-name"] = name
-    if token is not None:
-        headers["authorization"] = f"Bearer {token}"
-    return headers
-
-
-def legacy_headers(*, token: str | None = None, session: str | None = None, version: bool = True) -> dict[str, str]:
-    headers = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
-    if version:
-        headers["mcp-protocol-version"] = LEGACY
-    if token is not None:
-        headers["authorization"] = f"Bearer {token}"
-    if session is not None:
-        headers["mcp-session-id"] = session
-    return headers
-
-
-async def open_session(http: httpx2.AsyncClient, url: str, token: str) -> str:
-    """Initialize a handshake-era session through the gateway; the sealed `Mcp-Session-Id` it hands out."""
-    response = await http.post(url, json=initialize_body(), headers=legacy_headers(token=token, version=False))
-    assert response.status_code == 200, response.text
-    session = response.headers.get("mcp-session-id")
-    assert session, "the gateway's initialize answer carries no Mcp-Session-Id"
-    done = await http.post(
-        url,
-        json={"jsonrpc": "2.0", "method": "notifications/initialized"},
-        headers=legacy_headers(token=token, session=session),
-    )
-    assert done.status_code == 202, done.text
-    return session
 
 
 def jsonrpc_answer(response: httpx2.Response) -> dict[str, Any]:

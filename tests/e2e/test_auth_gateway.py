@@ -22,6 +22,7 @@ import httpx2
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from tests._mcp import HANDSHAKE, initialize_body, modern_headers, open_session, post_headers
 from tests._stack import DEFAULT_ALLOWLIST, Stack, gateway_stack
 from tests.e2e._auth_support import (
     AttackerKeys,
@@ -33,14 +34,10 @@ from tests.e2e._auth_support import (
     bait_server,
     claims_for,
     hmac_token,
-    initialize_body,
     issuer_signed,
     jsonrpc_answer,
     jws,
     jws_raw_header,
-    legacy_headers,
-    modern_headers,
-    open_session,
     public_pem,
     recorded_issuer,
     refused_loopback_url,
@@ -129,7 +126,7 @@ async def _run(world: World, case: Case) -> None:
     if case.headers is not None:
         headers: Any = case.headers
     else:
-        headers = modern_headers("tools/call", case.tool, token=case.token)
+        headers = modern_headers(case.token, "tools/call", case.tool)
     if case.token is not None:
         world.presented.append(case.token)
     before = len(stack.tap.requests)
@@ -180,7 +177,7 @@ async def test_every_way_a_token_can_arrive_other_than_one_bearer_header_is_refu
     good = stack.token([ECHO_SCOPE])
 
     def with_auth(value: str) -> dict[str, str]:
-        return {**modern_headers("tools/call", "echo"), "authorization": value}
+        return {**modern_headers(None, "tools/call", "echo"), "authorization": value}
 
     oversized = issuer_signed(stack, claims_for(stack, padding="x" * 9000))
     cases = [
@@ -195,7 +192,7 @@ async def test_every_way_a_token_can_arrive_other_than_one_bearer_header_is_refu
             None,
             scope="tools:call",
             body=initialize_body(),
-            headers=legacy_headers(version=False),
+            headers=post_headers(None),
         ),
         Case(
             "token only in the query string",
@@ -203,14 +200,14 @@ async def test_every_way_a_token_can_arrive_other_than_one_bearer_header_is_refu
             401,
             None,
             query=f"?access_token={good}",
-            headers=modern_headers("tools/call", "echo"),
+            headers=modern_headers(None, "tools/call", "echo"),
         ),
         Case(
             "token only in a cookie",
             good,
             401,
             None,
-            headers={**modern_headers("tools/call", "echo"), "cookie": f"access_token={good}"},
+            headers={**modern_headers(None, "tools/call", "echo"), "cookie": f"access_token={good}"},
         ),
         Case(
             "token only in a body field",
@@ -218,7 +215,7 @@ async def test_every_way_a_token_can_arrive_other_than_one_bearer_header_is_refu
             401,
             None,
             body={**tool_call("echo", {"message": "hi"}), "access_token": good},
-            headers=modern_headers("tools/call", "echo"),
+            headers=modern_headers(None, "tools/call", "echo"),
         ),
         Case("Basic credentials", None, 401, None, headers=with_auth("Basic YWdlbnQtYTpzZWNyZXQ=")),
         Case("an unsupported scheme carrying a valid token", good, 401, None, headers=with_auth(f"DPoP {good}")),
@@ -233,7 +230,7 @@ async def test_every_way_a_token_can_arrive_other_than_one_bearer_header_is_refu
             400,
             "invalid_request",
             headers=[
-                *modern_headers("tools/call", "echo").items(),
+                *modern_headers(None, "tools/call", "echo").items(),
                 ("authorization", f"Bearer {good}"),
                 ("authorization", f"Bearer {good}"),
             ],
@@ -263,7 +260,7 @@ async def test_oversized_headers_are_refused_with_431_before_the_token_is_looked
     stack = world.stack
     # A token the gateway would otherwise answer 401i: 431 proves the size check ran first.
     token = jws(world.attacker.ec256, "ES256", {"kid": "attacker-1"}, claims_for(stack))
-    headers = {**modern_headers("tools/call", "echo", token=token), "x-padding": "a" * 200_000}
+    headers = {**modern_headers(token, "tools/call", "echo"), "x-padding": "a" * 200_000}
     before = len(stack.tap.requests)
     with anyio.fail_after(15):
         response = await world.http.post(stack.mcp_url(), json=tool_call("echo", {"message": "hi"}), headers=headers)
@@ -280,7 +277,9 @@ async def test_a_session_id_never_authenticates_and_never_crosses_principals(wor
         session = await open_session(http, stack.mcp_url(), token_a)
         body = tool_call("echo", {"message": "hi"}, modern=False)
         before = len(stack.tap.requests)
-        no_token = await http.post(stack.mcp_url(), json=body, headers=legacy_headers(session=session))
+        no_token = await http.post(
+            stack.mcp_url(), json=body, headers=post_headers(None, version=HANDSHAKE, session=session)
+        )
         assert_challenge(
             no_token,
             status=401,
@@ -290,7 +289,7 @@ async def test_a_session_id_never_authenticates_and_never_crosses_principals(wor
             case="valid session id, no token",
         )
         bad_token = await http.post(
-            stack.mcp_url(), json=body, headers=legacy_headers(session=session, token=token_a[:-4] + "AAAA")
+            stack.mcp_url(), json=body, headers=post_headers(token_a[:-4] + "AAAA", version=HANDSHAKE, session=session)
         )
         assert_challenge(
             bad_token,
@@ -300,11 +299,15 @@ async def test_a_session_id_never_authenticates_and_never_crosses_principals(wor
             resource_metadata=world.metadata_url,
             case="valid session id, forged token",
         )
-        foreign = await http.post(stack.mcp_url(), json=body, headers=legacy_headers(session=session, token=token_b))
+        foreign = await http.post(
+            stack.mcp_url(), json=body, headers=post_headers(token_b, version=HANDSHAKE, session=session)
+        )
         assert foreign.status_code == 404, f"another principal's token on A's session: {foreign.status_code}"
         assert not stack.tap.requests[before:], "a refused request reached the upstream"
         # Control: the session's own principal is served.
-        own = await http.post(stack.mcp_url(), json=body, headers=legacy_headers(session=session, token=token_a))
+        own = await http.post(
+            stack.mcp_url(), json=body, headers=post_headers(token_a, version=HANDSHAKE, session=session)
+        )
     assert own.status_code == 200, own.text[:300]
     assert [call["params"]["name"] for call in stack.tap.calls("tools/call")[-1:]] == ["echo"]
     assert len(stack.tap.requests) == before + 1
@@ -430,7 +433,7 @@ async def test_a_flood_of_unknown_kids_costs_at_most_one_jwks_fetch(world: World
     responses: list[httpx2.Response] = []
 
     async def send(token: str) -> None:
-        headers = modern_headers("tools/call", "echo", token=token)
+        headers = modern_headers(token, "tools/call", "echo")
         responses.append(
             await world.http.post(stack.mcp_url(), json=tool_call("echo", {"message": "x"}), headers=headers)
         )
@@ -623,7 +626,7 @@ async def test_protected_resource_metadata_names_this_route_its_issuer_and_every
     allowlist = tomllib.loads((stack.directory / "server_allowlist.toml").read_text())
     with anyio.fail_after(15):
         challenge = await http.post(
-            stack.mcp_url(), json=tool_call("echo"), headers=modern_headers("tools/call", "echo")
+            stack.mcp_url(), json=tool_call("echo"), headers=modern_headers(None, "tools/call", "echo")
         )
         metadata_url = challenge.headers["www-authenticate"].split('resource_metadata="')[1].split('"')[0]
         documents = {name: await http.get(stack.config.resource_metadata_url(name)) for name in ("everything", "other")}

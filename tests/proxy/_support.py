@@ -23,28 +23,12 @@ from mcp_gateway.app import Gateway, create_app
 from mcp_gateway.audit.record import AuditRecord
 from mcp_gateway.audit.sink import MemoryAuditSink
 from mcp_gateway.config import load_config
+from tests._mcp import MODERN_META
 from tests._stack import Stack, _serve_on
-
-HANDSHAKE = "2025-11-25"
-MODERN = "2026-07-28"
-ACCEPT_BOTH = "application/json, text/event-stream"
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
-
-
-def initialize_body(request_id: int = 1, version: str = HANDSHAKE) -> dict[str, Any]:
-    return {
-        "jsonrpc": "2.0",
-        "id": request_id,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": version,
-            "capabilities": {"sampling": {}, "elicitation": {}},
-            "clientInfo": {"name": "raw-test-client", "version": "0"},
-        },
-    }
 
 
 def call_body(tool: str, arguments: dict[str, Any] | None = None, request_id: int = 2, **params: Any) -> dict[str, Any]:
@@ -56,25 +40,6 @@ def call_body(tool: str, arguments: dict[str, Any] | None = None, request_id: in
     }
 
 
-def post_headers(token: str | None, *, version: str | None = None, session: str | None = None) -> dict[str, str]:
-    headers = {"content-type": "application/json", "accept": ACCEPT_BOTH}
-    if token is not None:
-        headers["authorization"] = f"Bearer {token}"
-    if version is not None:
-        headers["mcp-protocol-version"] = version
-    if session is not None:
-        headers["mcp-session-id"] = session
-    return headers
-
-
-def modern_headers(token: str, method: str, name: str | None = None) -> dict[str, str]:
-    headers = post_headers(token, version=MODERN)
-    headers["mcp-method"] = method
-    if name is not None:
-        headers["mcp-name"] = name
-    return headers
-
-
 def json_error(response: httpx2.Response) -> dict[str, Any]:
     """The `error` member of a JSON-RPC error body, checking that the body is one."""
     assert response.headers["content-type"] == "application/json", response.headers
@@ -82,21 +47,6 @@ def json_error(response: httpx2.Response) -> dict[str, Any]:
     assert body["jsonrpc"] == "2.0"
     error: dict[str, Any] = body["error"]
     return error
-
-
-async def open_session(http: httpx2.AsyncClient, stack: Stack, token: str) -> str:
-    """Initialize over raw HTTP (handshake era) and return the session id the gateway handed out."""
-    async with http.stream("POST", stack.mcp_url(), headers=post_headers(token), json=initialize_body()) as response:
-        assert response.status_code == 200, await response.aread()
-        session: str = response.headers["mcp-session-id"]
-        await response.aread()
-    notified = await http.post(
-        stack.mcp_url(),
-        headers=post_headers(token, version=HANDSHAKE, session=session),
-        json={"jsonrpc": "2.0", "method": "notifications/initialized"},
-    )
-    assert notified.status_code == 202
-    return session
 
 
 @dataclass
@@ -371,9 +321,6 @@ async def bare_gateway(directory: Path, *, upstream_url: str, issuer: str, jwks_
     app = create_app(load_config(directory / "gateway.toml"), audit=audit, secrets={})
     async with _serve_on(app, sock, http="httptools"):
         yield BareGateway(app, f"http://127.0.0.1:{port}", audit)
-
-
-MODERN_META = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}}
 
 
 def modern_call_body(tool: str, arguments: dict[str, Any] | None = None, request_id: int = 1) -> dict[str, Any]:

@@ -10,8 +10,9 @@ import anyio
 import httpx2
 import pytest
 
+from tests._mcp import modern_headers
 from tests._stack import Stack, gateway_stack
-from tests.proxy._support import bare_gateway, dead_url, modern_call_body, modern_headers
+from tests.proxy._support import bare_gateway, dead_url, modern_call_body
 
 pytestmark = pytest.mark.anyio
 

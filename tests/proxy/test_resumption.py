@@ -9,17 +9,9 @@ import anyio
 import httpx2
 import pytest
 
+from tests._mcp import HANDSHAKE, initialize_body, open_session, post_headers
 from tests._stack import Stack, gateway_stack
-from tests.proxy._support import (
-    HANDSHAKE,
-    Event,
-    call_body,
-    initialize_body,
-    messages_until_response,
-    open_session,
-    post_headers,
-    read_events,
-)
+from tests.proxy._support import Event, call_body, messages_until_response, read_events
 
 pytestmark = pytest.mark.anyio
 
@@ -49,7 +41,7 @@ async def test_dropped_post_stream_is_resumed_with_last_event_id(stack: Stack) -
     token = stack.token()
     async with httpx2.AsyncClient(timeout=10) as http:
         with anyio.fail_after(10):
-            session = await open_session(http, stack, token)
+            session = await open_session(http, stack.mcp_url(), token)
             body = call_body("emit_progress", {"steps": 4}, request_id=7, _meta={"progressToken": "resume-me"})
             headers = post_headers(token, version=HANDSHAKE, session=session)
             async with http.stream("POST", stack.mcp_url(), headers=headers, json=body) as response:
@@ -72,7 +64,7 @@ async def test_dropping_a_handshake_stream_does_not_cancel_the_upstream_call(sta
     token = stack.token()
     async with httpx2.AsyncClient(timeout=10) as http:
         with anyio.fail_after(10):
-            session = await open_session(http, stack, token)
+            session = await open_session(http, stack.mcp_url(), token)
             headers = post_headers(token, version=HANDSHAKE, session=session)
             body = call_body("ask_model", {"prompt": "still there?"}, request_id=9)
             async with http.stream("POST", stack.mcp_url(), headers=headers, json=body) as response:
@@ -121,8 +113,8 @@ async def test_another_principal_cannot_resume_a_stream_with_an_event_id_it_saw_
     alice, bob = stack.token(client="agent-a"), stack.token(client="agent-b")
     async with httpx2.AsyncClient(timeout=10) as http:
         with anyio.fail_after(10):
-            alice_session = await open_session(http, stack, alice)
-            bob_session = await open_session(http, stack, bob)
+            alice_session = await open_session(http, stack.mcp_url(), alice)
+            bob_session = await open_session(http, stack.mcp_url(), bob)
             answered = await http.post(
                 stack.mcp_url(),
                 headers=post_headers(alice, version=HANDSHAKE, session=alice_session),
@@ -145,8 +137,8 @@ async def test_resumed_stream_ends_with_its_response_before_other_sessions_repla
     alice, bob = stack.token(client="agent-a"), stack.token(client="agent-b")
     async with httpx2.AsyncClient(timeout=10) as http:
         with anyio.fail_after(10):
-            alice_session = await open_session(http, stack, alice)
-            bob_session = await open_session(http, stack, bob)
+            alice_session = await open_session(http, stack.mcp_url(), alice)
+            bob_session = await open_session(http, stack.mcp_url(), bob)
             answered = await http.post(
                 stack.mcp_url(),
                 headers=post_headers(alice, version=HANDSHAKE, session=alice_session),

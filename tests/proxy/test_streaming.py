@@ -12,17 +12,14 @@ import httpx2
 import pytest
 
 from mcp_gateway.proxy.streaming import DisconnectWatch
+from tests._mcp import HANDSHAKE, initialize_body, modern_headers, post_headers
 from tests._stack import Stack, gateway_stack
 from tests.proxy._support import (
-    HANDSHAKE,
     Receive,
     Scope,
     Send,
     WatchedAuditSink,
-    initialize_body,
     modern_call_body,
-    modern_headers,
-    post_headers,
     progress_for,
     read_events,
     result_for,

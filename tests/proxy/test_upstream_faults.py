@@ -12,9 +12,9 @@ import httpx2
 import pytest
 
 from mcp_gateway.audit.sink import MemoryAuditSink
+from tests._mcp import MODERN_META, modern_headers
 from tests._stack import Stack, gateway_stack
 from tests.proxy._support import (
-    MODERN_META,
     Receive,
     Scope,
     ScriptedUpstream,
@@ -23,7 +23,6 @@ from tests.proxy._support import (
     dead_url,
     json_error,
     modern_call_body,
-    modern_headers,
     parse_events,
     progress_for,
     result_for,
