@@ -8,7 +8,6 @@ import functools
 import hashlib
 import hmac
 import json
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -127,14 +126,6 @@ async def stub_server(handler: Handler) -> AsyncIterator[StubServer]:
             yield server
         finally:
             group.cancel_scope.cancel()
-
-
-def refused_url() -> str:
-    """A loopback URL where nothing listens: connecting is refused at once."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
 
 
 # --- real keys -------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import pytest
 from mcp_gateway.auth.jwks import JWKSCache, metadata_urls, parse_jwk
 from mcp_gateway.auth.verifier import AuthUnavailable, TokenVerifier, build_verifier
 from mcp_gateway.errors import InvalidToken
+from tests._servers import refused_url
 
 from ._support import (
     ISSUER,
@@ -24,7 +25,6 @@ from ._support import (
     ed448_jwk,
     ed25519_key,
     good_claims,
-    refused_url,
     rsa_key,
     sign,
     stub_server,

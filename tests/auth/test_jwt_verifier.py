@@ -14,6 +14,7 @@ import pytest
 
 from mcp_gateway.auth.verifier import AuthUnavailable, TokenVerifier, build_verifier
 from mcp_gateway.errors import InvalidToken
+from tests._servers import refused_url
 
 from ._support import (
     ABSENT,
@@ -30,7 +31,6 @@ from ._support import (
     ed25519_key,
     good_claims,
     hmac_token,
-    refused_url,
     resign_raw,
     rsa_key,
     sign,

@@ -360,16 +360,6 @@ def recorded_issuer() -> Iterator[RequestLog]:
         yield log
 
 
-def refused_loopback_url() -> str:
-    """An http URL on loopback where nothing listens (a route that must never be contacted)."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/mcp"
-
-
 # --- the SDK's token storage ------------------------------------------------------------------------
 
 

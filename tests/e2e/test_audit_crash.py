@@ -16,12 +16,11 @@ import pytest
 
 from mcp_gateway.auth.issuer import create_issuer_app, mint_token
 from mcp_gateway.auth.issuer_config import IssuerConfig, load_issuer_config
-from tests._servers import serve_asgi
+from tests._servers import free_port, serve_asgi
 from tests.e2e._audit_support import (
     ReceivedCalls,
     call_tool,
     digest,
-    free_port,
     gateway_process,
     json_rows,
     run_cli,

@@ -23,6 +23,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from tests._mcp import HANDSHAKE, initialize_body, modern_headers, open_session, post_headers
+from tests._servers import refused_url
 from tests._stack import DEFAULT_ALLOWLIST, Stack, gateway_stack
 from tests.e2e._auth_support import (
     AttackerKeys,
@@ -40,7 +41,6 @@ from tests.e2e._auth_support import (
     jws_raw_header,
     public_pem,
     recorded_issuer,
-    refused_loopback_url,
     token_fragments,
     tool_call,
     unsigned,
@@ -83,7 +83,7 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
         "/jwks.json": json.dumps({"keys": [attacker.ec256_jwk("attacker-1")]}).encode(),
         "/cert.pem": public_pem(attacker.ec256),
     }
-    allowlist = f'{DEFAULT_ALLOWLIST}\n[servers.other]\nurl = "{refused_loopback_url()}"\n{OTHER_ROUTE}\n'
+    allowlist = f'{DEFAULT_ALLOWLIST}\n[servers.other]\nurl = "{refused_url()}/mcp"\n{OTHER_ROUTE}\n'
     async with bait_server(bait_documents) as (bait_url, bait_log):
         with recorded_issuer() as issuer_log:
             async with (

@@ -7,7 +7,6 @@ read SSE with `read_events`, a parser written independently of the gateway's own
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -24,11 +23,13 @@ from mcp_gateway.audit.record import AuditRecord
 from mcp_gateway.audit.sink import MemoryAuditSink
 from mcp_gateway.config import load_config
 from tests._mcp import MODERN_META
-from tests._stack import Stack, _serve_on
+from tests._stack import Stack, _bound_socket, _serve_on
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+# A scripted upstream's answer to one request: (scope, receive, send, the decoded JSON-RPC body).
+Script = Callable[[Scope, Receive, Send, dict[str, Any]], Awaitable[None]]
 
 
 def call_body(tool: str, arguments: dict[str, Any] | None = None, request_id: int = 2, **params: Any) -> dict[str, Any]:
@@ -200,7 +201,7 @@ class ScriptedUpstream:
     It records what it received and signals the test through events, so that nothing waits on a sleep.
     """
 
-    script: Callable[[Scope, Receive, Send, dict[str, Any]], Awaitable[None]]
+    script: Script
     bodies: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
     disconnected: anyio.Event = field(default_factory=anyio.Event)
@@ -231,9 +232,14 @@ class ScriptedUpstream:
             self.finished.set()
 
     async def wait_for_disconnect(self, receive: Receive) -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
+        await wait_for_disconnect(receive)
         self.disconnected.set()
+
+
+async def wait_for_disconnect(receive: Receive) -> None:
+    """Read an ASGI request's messages until the client has gone away."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def send_raw(
@@ -277,23 +283,6 @@ def progress_for(body: dict[str, Any], step: int) -> dict[str, Any]:
 
 
 # -- a gateway built by hand, for configurations gateway_stack cannot express ------------------------------
-
-
-def _bound_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    sock.setblocking(False)
-    return sock
-
-
-def dead_url() -> str:
-    """A loopback URL on which nothing listens (the port was bound, then released)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return f"http://127.0.0.1:{port}"
 
 
 @dataclass

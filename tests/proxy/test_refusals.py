@@ -29,12 +29,6 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
         yield stack
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[httpx2.AsyncClient]:
-    async with httpx2.AsyncClient(timeout=10) as client:
-        yield client
-
-
 @contextmanager
 def nothing_forwarded(stack: Stack) -> Iterator[None]:
     before = len(stack.tap.requests)

@@ -175,12 +175,6 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
         yield stack
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[httpx2.AsyncClient]:
-    async with httpx2.AsyncClient(timeout=10) as client:
-        yield client
-
-
 @pytest.mark.anyio
 async def test_client_sees_the_gateways_session_id_never_the_upstreams(stack: Stack, http: httpx2.AsyncClient) -> None:
     before = len(stack.tap.requests)

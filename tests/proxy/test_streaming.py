@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
@@ -17,6 +17,7 @@ from tests._stack import Stack, gateway_stack
 from tests.proxy._support import (
     Receive,
     Scope,
+    Script,
     Send,
     WatchedAuditSink,
     modern_call_body,
@@ -27,11 +28,10 @@ from tests.proxy._support import (
     send_raw,
     sse_message,
     start_sse,
+    wait_for_disconnect,
 )
 
 pytestmark = pytest.mark.anyio
-
-Script = Callable[[Scope, Receive, Send, dict[str, Any]], Awaitable[None]]
 
 
 # -- DisconnectWatch on its own --------------------------------------------------------------------
@@ -143,11 +143,6 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
 
 def install(stack: Stack, name: str, script: Script) -> None:
     stack.extra["upstream"].scripts[name] = script
-
-
-async def wait_for_disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
 
 
 async def test_sse_events_reach_the_client_before_the_upstream_finishes(stack: Stack) -> None:
