@@ -10,6 +10,7 @@ import pytest
 from mcp_gateway.auth.jwks import JWKSCache, metadata_urls, parse_jwk
 from mcp_gateway.auth.verifier import AuthUnavailable, TokenVerifier, build_verifier
 from mcp_gateway.errors import InvalidToken
+from tests._jws import b64url
 from tests._servers import refused_url
 
 from ._support import (
@@ -20,7 +21,6 @@ from ._support import (
     StubRequest,
     StubResponse,
     StubServer,
-    b64url,
     ec_key,
     ed448_jwk,
     ed25519_key,

@@ -8,8 +8,6 @@ gateway. Tokens are built byte for byte so that claims pyjwt itself would refuse
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import json
 import re
 import secrets
@@ -22,7 +20,6 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import httpx2
-import jwt
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -33,6 +30,7 @@ from jwt.algorithms import ECAlgorithm
 import tests._stack as stack_module
 from mcp_gateway.audit.query import query
 from mcp_gateway.auth.issuer import create_issuer_app
+from tests._jws import jws
 from tests._mcp import MODERN_META
 from tests._servers import serve_asgi
 from tests._stack import Stack
@@ -158,39 +156,6 @@ async def audit_rows(stack: Stack) -> list[dict[str, Any]]:
 
 
 # --- tokens ----------------------------------------------------------------------------------------
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _json(value: object) -> bytes:
-    return value if isinstance(value, bytes) else json.dumps(value, separators=(",", ":")).encode()
-
-
-def jws(private_key: Any, alg: str, header: Mapping[str, Any], payload: object) -> str:
-    """A real signature by `private_key` over exactly this header and payload (payload: JSON value or raw bytes)."""
-    signing_input = f"{b64url(_json({'alg': alg, **header}))}.{b64url(_json(payload))}".encode()
-    algorithm = jwt.get_algorithm_by_name(alg)
-    return f"{signing_input.decode()}.{b64url(algorithm.sign(signing_input, private_key))}"
-
-
-def jws_raw_header(private_key: Any, alg: str, header_json: bytes, payload: object) -> str:
-    """Sign hand-made header bytes (duplicate members and other JSON a dict cannot hold)."""
-    signing_input = f"{b64url(header_json)}.{b64url(_json(payload))}".encode()
-    algorithm = jwt.get_algorithm_by_name(alg)
-    return f"{signing_input.decode()}.{b64url(algorithm.sign(signing_input, private_key))}"
-
-
-def unsigned(header: Mapping[str, Any], payload: object, signature: bytes = b"") -> str:
-    return f"{b64url(_json(dict(header)))}.{b64url(_json(payload))}.{b64url(signature)}"
-
-
-def hmac_token(secret: bytes, alg: str, header: Mapping[str, Any], payload: object) -> str:
-    """An HMAC "signature" keyed with bytes of the attacker's choosing (e.g. the issuer's public key)."""
-    digest = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}[alg]
-    signing_input = f"{b64url(_json({'alg': alg, **header}))}.{b64url(_json(payload))}"
-    return f"{signing_input}.{b64url(hmac.new(secret, signing_input.encode(), digest).digest())}"
 
 
 def claims_for(

@@ -22,6 +22,7 @@ import httpx2
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from tests._jws import b64url, compact, hmac_token, jws, signed_raw
 from tests._mcp import HANDSHAKE, initialize_body, modern_headers, open_session, post_headers
 from tests._servers import refused_url
 from tests._stack import DEFAULT_ALLOWLIST, Stack, gateway_stack
@@ -31,19 +32,14 @@ from tests.e2e._auth_support import (
     assert_challenge,
     assert_no_token_leak,
     audit_rows,
-    b64url,
     bait_server,
     claims_for,
-    hmac_token,
     issuer_signed,
     jsonrpc_answer,
-    jws,
-    jws_raw_header,
     public_pem,
     recorded_issuer,
     token_fragments,
     tool_call,
-    unsigned,
 )
 
 pytestmark = pytest.mark.anyio
@@ -337,11 +333,11 @@ async def test_every_forged_signature_algorithm_or_key_is_refused_with_401i(worl
         _accepted("issuer-signed token (control)", good),
         # alg none, in every capitalisation, with and without a signature.
         *[
-            _invalid(f"alg {alg!r} unsigned", unsigned({"alg": alg, **kid}, claims))
+            _invalid(f"alg {alg!r} unsigned", compact({"alg": alg, **kid}, claims))
             for alg in ("none", "None", "NONE", "nOnE")
         ],
         _invalid(
-            "alg none carrying the issuer's real signature", unsigned({"alg": "none", **kid}, claims) + signature_b64
+            "alg none carrying the issuer's real signature", compact({"alg": "none", **kid}, claims) + signature_b64
         ),
         # Algorithm confusion (CVE-2022-29217 and cousins): HMAC keyed with the issuer's public key.
         _invalid("HS256 MACed with the issuer's PEM public key", hmac_token(issuer_pem, "HS256", kid, claims)),
@@ -357,7 +353,7 @@ async def test_every_forged_signature_algorithm_or_key_is_refused_with_401i(worl
         _invalid("ES384 by an attacker P-384 key", jws(attacker.ec384, "ES384", kid, claims)),
         _invalid("EdDSA by an attacker Ed25519 key", jws(attacker.ed25519, "EdDSA", kid, claims)),
         _invalid(
-            "ES256 with an all-zero signature (CVE-2022-21449)", unsigned({"alg": "ES256", **kid}, claims, bytes(64))
+            "ES256 with an all-zero signature (CVE-2022-21449)", compact({"alg": "ES256", **kid}, claims, bytes(64))
         ),
         # The issuer's signature, used on something else.
         _invalid("payload escalated under the original signature", f"{header_b64}.{escalated}.{signature_b64}"),
@@ -406,13 +402,11 @@ async def test_every_forged_signature_algorithm_or_key_is_refused_with_401i(worl
         _invalid("kid of the wrong type", issuer_signed(stack, claims, kid=12345)),
         _invalid("kid 300 characters long", issuer_signed(stack, claims, kid="k" * 300)),
         _invalid("kid with path traversal", issuer_signed(stack, claims, kid="../../../../dev/null")),
-        _invalid("alg missing", unsigned(kid, claims, b"x" * 64)),
+        _invalid("alg missing", compact(kid, claims, b"x" * 64)),
         _invalid(
             "duplicate alg members in the header",
             # Last-member-wins would read ES256 and accept the valid signature: only refusing duplicates stops it.
-            jws_raw_header(
-                key.private_key, "ES256", f'{{"alg":"none","kid":"{key.kid}","alg":"ES256"}}'.encode(), claims
-            ),
+            signed_raw(key.private_key, "ES256", f'{{"alg":"none","kid":"{key.kid}","alg":"ES256"}}'.encode(), claims),
         ),
         _invalid("header is a JSON array", f"{b64url(b'[1,2]')}.{payload_b64}.{signature_b64}"),
     ]
