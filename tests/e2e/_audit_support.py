@@ -94,8 +94,8 @@ async def call_tool(
     reason: str | None = None,
 ) -> httpx2.Response:
     """POST one stateless (2026-07-28) tools/call to `url`."""
-    body = call_body("tools/call", {"name": tool, "arguments": dict(arguments)}, request_id=request_id, reason=reason)
-    return await http.post(url, json=body, headers=modern_headers(token, "tools/call", tool))
+    params = {"name": tool, "arguments": dict(arguments)}
+    return await call(http, url, token, "tools/call", params, request_id=request_id, reason=reason)
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:

@@ -210,19 +210,9 @@ class ScriptedUpstream:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                else:
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        raw = b""
-        while True:
-            message = await receive()
-            raw += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+            await answer_lifespan(receive, send)
+            return
+        raw = await read_body(receive)
         self.headers.append({k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]})
         body = json.loads(raw) if raw else {}
         self.bodies.append(body)
@@ -234,6 +224,23 @@ class ScriptedUpstream:
     async def wait_for_disconnect(self, receive: Receive) -> None:
         await wait_for_disconnect(receive)
         self.disconnected.set()
+
+
+async def answer_lifespan(receive: Receive, send: Send) -> None:
+    """Complete an ASGI lifespan's startup and shutdown for an app that has nothing to start."""
+    while (await receive())["type"] == "lifespan.startup":
+        await send({"type": "lifespan.startup.complete"})
+    await send({"type": "lifespan.shutdown.complete"})
+
+
+async def read_body(receive: Receive) -> bytes:
+    """The whole body of an ASGI HTTP request."""
+    raw = b""
+    while True:
+        message = await receive()
+        raw += message.get("body", b"")
+        if not message.get("more_body"):
+            return raw
 
 
 async def wait_for_disconnect(receive: Receive) -> None:

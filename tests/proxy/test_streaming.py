@@ -20,8 +20,10 @@ from tests.proxy._support import (
     Script,
     Send,
     WatchedAuditSink,
+    answer_lifespan,
     modern_call_body,
     progress_for,
+    read_body,
     read_events,
     result_for,
     send_chunk,
@@ -110,17 +112,9 @@ class Upstream:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            while (message := await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+            await answer_lifespan(receive, send)
             return
-        raw = b""
-        if scope["method"] == "POST":
-            while True:
-                message = await receive()
-                raw += message.get("body", b"")
-                if not message.get("more_body"):
-                    break
+        raw = await read_body(receive) if scope["method"] == "POST" else b""
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         self.received.append((scope["method"], headers, raw))
         body = json.loads(raw) if raw else {}

@@ -18,6 +18,7 @@ from mcp_gateway.pins import tool_sha256
 from mcp_gateway.upstream.pinning import spki_sha256
 from tests._mcp import MODERN_META, modern_headers
 from tests._stack import gateway_stack
+from tests.proxy._support import read_body
 
 pytestmark = pytest.mark.anyio
 
@@ -52,13 +53,7 @@ class RugPullUpstream:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        request = json.loads(body)
+        request = json.loads(await read_body(receive))
         if request["method"] == "tools/list":
             result: dict[str, Any] = {"tools": self.tools()}
         else:
