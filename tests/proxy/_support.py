@@ -235,12 +235,12 @@ async def answer_lifespan(receive: Receive, send: Send) -> None:
 
 async def read_body(receive: Receive) -> bytes:
     """The whole body of an ASGI HTTP request."""
-    raw = b""
+    raw = bytearray()
     while True:
         message = await receive()
         raw += message.get("body", b"")
         if not message.get("more_body"):
-            return raw
+            return bytes(raw)
 
 
 async def wait_for_disconnect(receive: Receive) -> None:
