@@ -203,9 +203,9 @@ LAYOUTS: dict[str, dict[str, int]] = {
 @contextlib.contextmanager
 def start_stack(args: argparse.Namespace, layout: str = "bench") -> Iterator[Stack]:
     """Start the upstream, the issuer and both gateways; stop them (and remove the run's files) after."""
-    from mcp_gateway.auth.issuer import mint_token
-    from mcp_gateway.auth.issuer_config import load_issuer_config
     from mcp_gateway.config import load_config
+    from mcp_gateway.devissuer.config import load_issuer_config
+    from mcp_gateway.devissuer.server import mint_token
 
     workdir = Path(tempfile.mkdtemp(prefix="mcp-gateway-bench-", dir=args.workdir))
     stack = Stack(workdir)

@@ -7,6 +7,7 @@ from mcp_gateway.config import GatewayConfig, ServerEntry, load_config
 from mcp_gateway.errors import (
     AuditUnavailable,
     AuthError,
+    AuthUnavailable,
     ConfigError,
     GatewayError,
     HTTPError,
@@ -30,6 +31,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AuditUnavailable",
     "AuthError",
+    "AuthUnavailable",
     "ConfigError",
     "Gateway",
     "GatewayConfig",

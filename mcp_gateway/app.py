@@ -25,13 +25,14 @@ from mcp_gateway.audit.summary import RefusalSummarizer
 from mcp_gateway.auth.verifier import TokenVerifier, build_verifier
 from mcp_gateway.config import GatewayConfig, random_session_key
 from mcp_gateway.errors import ConfigError, HTTPError
-from mcp_gateway.policy.ratelimit import MemoryRateLimiter, RateLimiter
+from mcp_gateway.limits import LimitStore, build_limit_store
 from mcp_gateway.policy.scopes import ScopeHierarchy
-from mcp_gateway.proxy.asgi import Receive, Scope, Send, header, respond, respond_json
-from mcp_gateway.proxy.handler import McpEndpoint
+from mcp_gateway.proxy.pipeline import McpEndpoint
 from mcp_gateway.proxy.recording import CallRecorder
 from mcp_gateway.proxy.route import Route, build_routes
+from mcp_gateway.proxy.session_gate import SessionGate
 from mcp_gateway.proxy.sessions import SessionSealer
+from mcp_gateway.transport.asgi import Receive, Scope, Send, header, respond, respond_json
 from mcp_gateway.upstream.http11 import UpstreamPool
 
 logger = logging.getLogger("mcp_gateway")
@@ -55,7 +56,7 @@ class Gateway:
         clock: Callable[[], float] = time.time,
         pools: Mapping[str, UpstreamPool] | None = None,
         secrets: Mapping[str, str] | None = None,
-        rate_limiter: RateLimiter | None = None,
+        limits: LimitStore | None = None,
         tune_gc: bool = False,
     ) -> None:
         env = secrets if secrets is not None else os.environ
@@ -71,14 +72,15 @@ class Gateway:
         self.recorder = CallRecorder(
             config, audit, RefusalSummarizer(window_seconds=config.audit.unauthenticated_summary_seconds)
         )
-        self.endpoint = McpEndpoint(
-            config,
-            verifier=verifier,
-            audit=audit,
-            recorder=self.recorder,
-            sealer=SessionSealer(_session_key(config, env)),
-            rate_limiter=rate_limiter or MemoryRateLimiter(),
+        self.limits = limits or build_limit_store(config)
+        sessions = SessionGate(
+            SessionSealer(_session_key(config, env)),
+            self.limits,
+            max_age_seconds=config.session_max_age_seconds,
             clock=clock,
+        )
+        self.endpoint = McpEndpoint(
+            config, verifier=verifier, recorder=self.recorder, sessions=sessions, limits=self.limits, clock=clock
         )
         self._flusher: asyncio.Task[None] | None = None
         self.registry = CollectorRegistry()
@@ -202,6 +204,8 @@ class Gateway:
             self.audit.append_nowait(record)
         for route in self.routes.values():
             await route.pool.aclose()
+            await route.credentials.aclose()
+        await self.limits.aclose()
         await self.verifier.aclose()
         await self.audit.aclose()
         if self.http_client is not None:

@@ -61,11 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     from mcp_gateway import demo
 
     demo.add_commands(sub)
-    from mcp_gateway import allowlist_cli
     from mcp_gateway.audit import cli as audit_cli
-    from mcp_gateway.auth import cli as auth_cli
+    from mcp_gateway.devissuer import cli as devissuer_cli
+    from mcp_gateway.identity import cli as identity_cli
 
-    for module in (auth_cli, audit_cli, allowlist_cli):
+    for module in (devissuer_cli, audit_cli, identity_cli):
         module.add_commands(sub)
     return parser
 

@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mcp_gateway.confusables import confusable_pairs
 from mcp_gateway.errors import ConfigError
+from mcp_gateway.identity.confusables import confusable_pairs
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 

@@ -125,9 +125,9 @@ async def _wait_port(port: int, deadline: float) -> None:
 
 async def _run(args: argparse.Namespace) -> int:
     from mcp_gateway.app import create_app
-    from mcp_gateway.auth.issuer import create_issuer_app, mint_token
-    from mcp_gateway.auth.issuer_config import load_issuer_config
     from mcp_gateway.config import load_config
+    from mcp_gateway.devissuer.config import load_issuer_config
+    from mcp_gateway.devissuer.server import create_issuer_app, mint_token
 
     directory = Path(args.dir).resolve()
     client_secret = write_demo_files(

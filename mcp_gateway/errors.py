@@ -6,18 +6,23 @@ GatewayError
 │   ├── TransportRejected       Host (421), Origin (403), Content-Type/Accept (415/406), size (413)
 │   ├── ProtocolRejected        bad JSON-RPC, era/header mismatch, unsupported version (400)
 │   ├── SessionNotFound         unknown, ended or foreign session (404)
+│   │   └── UpstreamSessionGone the upstream ended the session it was asked about (404)
 │   ├── AuthError               renders its own WWW-Authenticate (RFC 6750 §3)
 │   │   ├── MissingToken        401, no `error` parameter
 │   │   ├── InvalidToken        401 invalid_token
 │   │   ├── InvalidRequest      400 invalid_request
 │   │   └── InsufficientScope   403 insufficient_scope with the operation's scopes
+│   ├── AuthUnavailable         503 + Retry-After: tokens cannot be checked now (JWKS, introspection down)
 │   ├── RateLimited             429 + Retry-After
 │   └── AuditUnavailable        503: the intent record could not be made durable (fail closed)
-└── UpstreamError               the upstream leg failed; mapped to 502/504 at the edge
+└── UpstreamError               the upstream leg failed: 502, JSON-RPC -32603 at the edge
     ├── UpstreamConnectError    refused, reset, DNS, TLS handshake failure
-    ├── UpstreamIdentityError   the peer certificate does not match the pinned identity
-    ├── UpstreamTimeout         connect or read timeout
+    │   └── UpstreamIdentityError   the peer certificate does not match the pinned identity
+    ├── UpstreamTimeout         connect or read timeout: 504
     └── UpstreamProtocolError   malformed HTTP, oversized head/body, close-delimited body, garbage
+
+Each error knows how it is answered: `status_code` (HTTP) and `jsonrpc_code` (the JSON-RPC error code of
+the body, when the answer is one).
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ class HTTPError(GatewayError):
 
     status_code: int = 400
     jsonrpc_code: int = -32600
+    outcome: Literal["denied", "session_not_found"] = "denied"  # the audit outcome of a call that ended with this error
 
     def __init__(
         self,
@@ -80,6 +86,12 @@ class SessionNotFound(HTTPError):
 
     status_code = 404
     jsonrpc_code = -32001
+
+
+class UpstreamSessionGone(SessionNotFound):
+    """The upstream answered 404 for the session the request carried: it ended; the client re-initializes."""
+
+    outcome = "session_not_found"
 
 
 def _quote(value: str) -> str:
@@ -153,6 +165,20 @@ class InsufficientScope(AuthError):
     error_code = "insufficient_scope"
 
 
+class AuthUnavailable(HTTPError):
+    """Tokens cannot be checked right now (JWKS never loaded, introspection endpoint down): 503.
+
+    Not a 401: the client's token may be fine, and a 401 would send it round the token-refresh loop
+    against an authorization server that cannot help. The request is refused all the same (fail closed).
+    """
+
+    status_code = 503
+    jsonrpc_code = -32603
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers=[("retry-after", "5")])
+
+
 class RateLimited(HTTPError):
     """A token bucket is empty: 429 with Retry-After (whole seconds, rounded up)."""
 
@@ -173,9 +199,11 @@ class AuditUnavailable(HTTPError):
 
 
 class UpstreamError(GatewayError):
-    """The upstream leg failed."""
+    """The upstream leg failed: answered 502 with a JSON-RPC internal error (-32603) unless stated."""
 
     status_code = 502
+    outcome: Literal["upstream_error", "timeout", "identity_mismatch"] = "upstream_error"
+    jsonrpc_code = -32603
 
 
 class UpstreamConnectError(UpstreamError):
@@ -185,11 +213,14 @@ class UpstreamConnectError(UpstreamError):
 class UpstreamIdentityError(UpstreamConnectError):
     """The upstream presented a certificate whose key is not the pinned one; nothing was sent."""
 
+    outcome = "identity_mismatch"
+
 
 class UpstreamTimeout(UpstreamError):
     """Connect or read timeout toward the upstream."""
 
     status_code = 504
+    outcome = "timeout"
 
 
 class UpstreamProtocolError(UpstreamError):

@@ -28,9 +28,9 @@ from mcp.client.streamable_http import streamable_http_client
 
 from mcp_gateway.app import Gateway, create_app
 from mcp_gateway.audit.sink import AuditSink
-from mcp_gateway.auth.issuer import create_issuer_app, mint_token
-from mcp_gateway.auth.issuer_config import IssuerConfig, load_issuer_config
 from mcp_gateway.config import GatewayConfig, load_config
+from mcp_gateway.devissuer.config import IssuerConfig, load_issuer_config
+from mcp_gateway.devissuer.server import create_issuer_app, mint_token
 from tests._servers import serve_asgi
 
 DEFAULT_ALLOWLIST = """

@@ -9,13 +9,28 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections.abc import Mapping
 
 from mcp_gateway.auth.principal import Principal
 from mcp_gateway.errors import InvalidToken
 
 # RFC 8693 §4.1 nests one `act` per prior actor; real chains are one or two deep.
-_MAX_ACTOR_DEPTH = 8
+MAX_ACTOR_DEPTH = 8
+# The longest identity value (sub, client_id, azp, each act's sub, jti) accepted, in characters. Real ones
+# are UUIDs, e-mail addresses, URLs or DNs, well under this; longer ones only bloat every record they name.
+MAX_IDENTITY_CHARS = 256
+
+# Characters no identity value needs and that make a record, a log line or a terminal lie about it:
+# C0 controls (CR/LF forge lines, ESC drives terminals), DEL, C1 controls (CSI), the Unicode line and
+# paragraph separators, the Bidi_Control characters (U+061C, U+200E/F, U+202A-E, U+2066-9: Trojan Source,
+# CVE-2021-42574) and lone surrogates, which no UTF-8 encoder writes.
+_UNPRINTABLE: dict[str, re.Pattern[str]] = {
+    "a control character": re.compile("[\x00-\x1f\x7f-\x9f]"),
+    "a line or paragraph separator": re.compile("[\u2028\u2029]"),
+    "a bidirectional formatting character": re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"),
+    "an unpaired surrogate": re.compile("[\ud800-\udfff]"),
+}
 
 
 def principal_from_claims(
@@ -78,9 +93,9 @@ def principal_from_claims(
     if "cnf" in claims:
         raise InvalidToken("sender-constrained tokens are not supported here")
 
-    subject = _optional_str(claims, "sub")
-    client_id = _optional_str(claims, "client_id")
-    azp = _optional_str(claims, "azp")
+    subject = _identity(claims, "sub")
+    client_id = _identity(claims, "client_id")
+    azp = _identity(claims, "azp")
     # RFC 9068 §2.2 client_id; OpenID Connect azp; else the subject is the client (client_credentials).
     agent_id = client_id or azp or subject
     if not agent_id:
@@ -90,7 +105,7 @@ def principal_from_claims(
     # without one, sub is a delegating user only when it is not the client itself.
     delegating_user = subject if actors or subject != agent_id else None
 
-    jti = _optional_str(claims, "jti")
+    jti = _identity(claims, "jti")
     token_id = jti if jti else "sha256:" + hashlib.sha256(token.encode("utf-8")).hexdigest()
 
     return Principal(
@@ -113,6 +128,36 @@ def _optional_str(claims: Mapping[str, object], name: str) -> str | None:
     if not isinstance(value, str):
         raise InvalidToken(f"the token's {name} claim has the wrong type")
     return value
+
+
+def identity_defect(value: str) -> str | None:
+    """Why `value` cannot stand for an identity in audit records, or None when it can.
+
+    SECURITY.md "identity claims with control characters are refused": these values are written into
+    audit records, exports and terminal output as the token gave them, so a token could otherwise forge
+    lines, drive a terminal or reorder what a reader sees. Refusing the token is cleaner than escaping a
+    value that is then no longer the identity the issuer asserted.
+    """
+    if len(value) > MAX_IDENTITY_CHARS:
+        return f"is longer than {MAX_IDENTITY_CHARS} characters"
+    for what, pattern in _UNPRINTABLE.items():
+        if pattern.search(value):
+            return f"contains {what}"
+    return None
+
+
+def _identity(claims: Mapping[str, object], name: str) -> str | None:
+    value = _optional_str(claims, name)
+    if value is not None:
+        _check_identity(name, value)
+    return value
+
+
+def _check_identity(name: str, value: str) -> None:
+    defect = identity_defect(value)
+    if defect is not None:
+        # Names the claim, never its value (SECURITY.md: messages never echo what the client sent).
+        raise InvalidToken(f"the token's {name} claim {defect}")
 
 
 def _numeric_date(claims: Mapping[str, object], name: str) -> float | None:
@@ -164,11 +209,14 @@ def _actors(value: object) -> tuple[str, ...]:
     """RFC 8693 §4.1: the outermost `act` is the current actor, nested ones are prior actors."""
     actors: list[str] = []
     while value is not None:
-        if not isinstance(value, dict) or len(actors) >= _MAX_ACTOR_DEPTH:
+        if len(actors) >= MAX_ACTOR_DEPTH:
+            raise InvalidToken(f"the token's act claim nests more than {MAX_ACTOR_DEPTH} actors")
+        if not isinstance(value, dict):
             raise InvalidToken("the token's act claim is malformed")
         sub = value.get("sub")
         if not isinstance(sub, str) or not sub:
             raise InvalidToken("the token's act claim is malformed")
+        _check_identity("act." * len(actors) + "act.sub", sub)
         actors.append(sub)
         value = value.get("act")
     return tuple(actors)

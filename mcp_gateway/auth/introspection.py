@@ -15,8 +15,7 @@ import httpx2
 
 from mcp_gateway.auth.claims import principal_from_claims
 from mcp_gateway.auth.principal import Principal
-from mcp_gateway.auth.verifier import AuthUnavailable
-from mcp_gateway.errors import InvalidToken
+from mcp_gateway.errors import AuthUnavailable, InvalidToken
 
 logger = logging.getLogger(__name__)
 

@@ -13,9 +13,8 @@ import anyio
 import httpx2
 from jwt.algorithms import Algorithm, get_default_algorithms
 
-from mcp_gateway.auth.verifier import AuthUnavailable
 from mcp_gateway.config import is_loopback
-from mcp_gateway.errors import InvalidToken
+from mcp_gateway.errors import AuthUnavailable, InvalidToken
 
 logger = logging.getLogger(__name__)
 

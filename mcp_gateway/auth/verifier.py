@@ -9,8 +9,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Protocol, cast
 
+from mcp_gateway.auth.introspection import IntrospectionVerifier
+from mcp_gateway.auth.jwks import JWKSCache
+from mcp_gateway.auth.jwt_verifier import JWTVerifier
 from mcp_gateway.auth.principal import Principal
-from mcp_gateway.errors import ConfigError, HTTPError
+from mcp_gateway.errors import ConfigError
 
 if TYPE_CHECKING:
     import httpx2
@@ -18,22 +21,8 @@ if TYPE_CHECKING:
     from mcp_gateway.config import AuthConfig
 
 
-class AuthUnavailable(HTTPError):
-    """Tokens cannot be checked right now (JWKS never loaded, introspection endpoint down): 503.
-
-    Not a 401: the client's token may be fine, and a 401 would send it round the token-refresh loop
-    against an authorization server that cannot help. The request is refused all the same (fail closed).
-    """
-
-    status_code = 503
-    jsonrpc_code = -32603
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, headers=[("retry-after", "5")])
-
-
 class TokenVerifier(Protocol):
-    """Turns a bearer token into a `Principal` for one resource, or raises an `AuthError`/`AuthUnavailable`."""
+    """Turns a bearer token into a `Principal` for one resource, or raises `AuthError`/`AuthUnavailable`."""
 
     async def verify(self, token: str, *, resource: str) -> Principal: ...
 
@@ -164,10 +153,6 @@ def build_verifier(
     - `introspection_endpoint` without `jwks_uri`: every token is introspected (RFC 7662);
     - both: JWS-shaped tokens are verified locally, opaque ones introspected.
     """
-    # Imported here: the implementations import this module for AuthUnavailable and the protocol.
-    from mcp_gateway.auth.introspection import IntrospectionVerifier
-    from mcp_gateway.auth.jwks import JWKSCache
-    from mcp_gateway.auth.jwt_verifier import JWTVerifier
 
     def jwt_verifier() -> TokenVerifier:
         jwks = JWKSCache(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from mcp_gateway.pins import PinCheck, check_tool
+from mcp_gateway.identity.tool_pins import PinCheck, check_tool
 
 _MAX_REPORTED = 10_000  # distinct (tool, hash) quarantine reports kept to deduplicate events
 

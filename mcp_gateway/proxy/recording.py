@@ -5,17 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from mcp_gateway.audit.record import AuditRecord, arguments_digest, arguments_json, new_event_id
 from mcp_gateway.audit.sink import AuditSink, NullAuditSink
 from mcp_gateway.audit.summary import RefusalSummarizer
-from mcp_gateway.auth.principal import Principal
 from mcp_gateway.config import GatewayConfig
-from mcp_gateway.policy.decision import Decision
-from mcp_gateway.proxy.asgi import Scope
-from mcp_gateway.proxy.jsonrpc import ClientMessage
+from mcp_gateway.proxy.context import CallContext, Outcome
+from mcp_gateway.proxy.route import Route
+from mcp_gateway.transport.asgi import Scope
 
 
 def token_reference(token: str) -> str:
@@ -25,34 +23,6 @@ def token_reference(token: str) -> str:
     named alike whether or not it verified (SECURITY.md: records name a token by its jti or hash).
     """
     return "sha256:" + hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
-@dataclass(slots=True)
-class CallContext:
-    """Mutable facts about one exchange, filled in as the pipeline learns them."""
-
-    server: str
-    upstream_identity: str
-    timestamp: float
-    client_address: str | None
-    started: float = field(default_factory=time.perf_counter)
-    event_id: str | None = None  # drawn when the first record is built: most exchanges build none
-    message: ClientMessage | None = None
-    principal: Principal | None = None
-    token_reference: str | None = None  # `token_reference(token)` of a token that did not verify
-    decision: Decision | None = None
-    session_id: str | None = None
-    outcome: str | None = None
-    http_status: int | None = None
-    step_up: bool = False
-    error: str | None = None
-    intent_written: bool = False
-    closed: bool = False
-    arguments_sha256: str | None = None  # computed once: intent and outcome records carry the same digest
-    route: Any = None  # the Route being served (for security events raised deep in the exchange)
-
-    def outcome_pending(self) -> bool:
-        return self.intent_written and not self.closed
 
 
 class CallRecorder:
@@ -68,13 +38,11 @@ class CallRecorder:
         self.store_arguments = config.audit.store_arguments
         self.redact_keys = tuple(config.audit.redact_keys)
 
-    def begin(self, route: Any, scope: Scope, now: float) -> CallContext:
+    def begin(self, route: Route, scope: Scope, now: float) -> CallContext:
         client = scope.get("client")
-        ctx = CallContext(route.name, route.upstream_identity, now, client[0] if client else None)
-        ctx.route = route
-        return ctx
+        return CallContext(route, now, client[0] if client else None)
 
-    def security_event(self, route: Any, event_type: str, detail: dict[str, Any], now: float) -> None:
+    def security_event(self, route: Route, event_type: str, detail: dict[str, Any], now: float) -> None:
         """A record of its own for what the gateway saw of an upstream (identity mismatch, quarantine)."""
         if not self.enabled:
             return
@@ -101,7 +69,8 @@ class CallRecorder:
             await self.sink.append(self.build(ctx, "intent"))
         ctx.intent_written = True
 
-    def outcome(self, ctx: CallContext) -> None:
+    def outcome(self, ctx: CallContext, outcome: Outcome) -> None:
+        """Close a call whose intent was recorded with what happened to it (at most once)."""
         if ctx.closed:
             return
         ctx.closed = True
@@ -116,31 +85,35 @@ class CallRecorder:
                     mcp_server=ctx.server,
                     method=msg.method if msg is not None else None,
                     tool=msg.name if msg is not None else None,
-                    outcome=ctx.outcome or "ok",
-                    http_status=ctx.http_status,
+                    outcome=outcome.kind,
+                    http_status=outcome.http_status,
                     latency_ms=round((time.perf_counter() - ctx.started) * 1000, 3),
-                    detail=json.dumps({"error": ctx.error}) if ctx.error else None,
+                    detail=json.dumps({"error": outcome.error}) if outcome.error else None,
                 )
             )
 
-    def refusal(self, ctx: CallContext) -> None:
+    def refusal(self, ctx: CallContext, outcome: Outcome) -> None:
+        """Close a refused call: its outcome if its intent was recorded, else one refusal record."""
         if ctx.intent_written:
-            self.outcome(ctx)
+            self.outcome(ctx, outcome)
             return
         ctx.closed = True
         if not self.enabled:
             return
-        record = self.build(ctx, "event", event_type="refusal")
+        record = self.build(ctx, "event", event_type="refusal", outcome=outcome)
         if ctx.principal is None:
             # Unauthenticated refusals are summarised so that a flood cannot fill the disk.
             # Keyed by why it was refused (missing token, invalid_token, ...) when the pipeline says so.
-            summarized = self.summarizer.observe(record, now=ctx.timestamp, reason=ctx.error)
+            summarized = self.summarizer.observe(record, now=ctx.timestamp, reason=ctx.refusal_reason)
             for item in summarized:
                 self.sink.append_nowait(item)
             return
         self.sink.append_nowait(record)
 
-    def build(self, ctx: CallContext, phase: str, *, event_type: str | None = None) -> AuditRecord:
+    def build(
+        self, ctx: CallContext, phase: str, *, event_type: str | None = None, outcome: Outcome | None = None
+    ) -> AuditRecord:
+        """The intent record (no `outcome`) or a refusal record of `ctx` (pure but for the event id)."""
         msg = ctx.message
         principal = ctx.principal
         decision = ctx.decision
@@ -148,11 +121,9 @@ class CallRecorder:
         stored = None
         if self.store_arguments and arguments is not None:
             stored = arguments_json(arguments, self.redact_keys)
-        if ctx.step_up:
-            verdict = "step_up"
-        elif decision is not None:
+        if decision is not None:
             verdict = decision.kind
-        elif ctx.http_status is not None and ctx.http_status >= 400:
+        elif outcome is not None and outcome.http_status >= 400:
             verdict = "deny"
         else:
             verdict = None
@@ -174,18 +145,18 @@ class CallRecorder:
             token_ttl=principal.ttl(ctx.timestamp) if principal else None,
             token_id=principal.token_id if principal else ctx.token_reference,
             request_context=msg.request_context if msg else None,
-            decision=verdict,  # type: ignore[arg-type]
+            decision=verdict,
             policy_rule=decision.rule if decision else None,
             policy_version=self.policy_version,
-            outcome=None if phase == "intent" else (ctx.outcome or "ok"),
-            http_status=None if phase == "intent" else ctx.http_status,
-            latency_ms=None if phase == "intent" else round((time.perf_counter() - ctx.started) * 1000, 3),
+            outcome=outcome.kind if outcome is not None else None,
+            http_status=outcome.http_status if outcome is not None else None,
+            latency_ms=None if outcome is None else round((time.perf_counter() - ctx.started) * 1000, 3),
             arguments_sha256=self._digest(ctx, arguments),
             arguments=stored,
             client_address=ctx.client_address,
             upstream_identity=ctx.upstream_identity,
             event_type=event_type,
-            detail=json.dumps({"error": ctx.error}) if ctx.error else None,
+            detail=_detail(ctx, outcome),
         )
 
     @staticmethod
@@ -195,3 +166,8 @@ class CallRecorder:
         if ctx.arguments_sha256 is None:
             ctx.arguments_sha256 = arguments_digest(arguments)
         return ctx.arguments_sha256
+
+
+def _detail(ctx: CallContext, outcome: Outcome | None) -> str | None:
+    error = outcome.error if outcome is not None and outcome.error else ctx.refusal_reason
+    return json.dumps({"error": error}) if error else None

@@ -10,6 +10,7 @@ from mcp_gateway.policy.decision import ServerPolicy
 from mcp_gateway.policy.listing import filter_list_result
 from mcp_gateway.proxy import jsonrpc
 from mcp_gateway.proxy.catalogue import ToolCatalogue
+from mcp_gateway.proxy.context import OutcomeKind
 
 # Result keys that identify a list result even when we do not know which request it answers
 # (a response replayed on a resumed GET stream): filter by shape so nothing unfiltered slips out.
@@ -31,7 +32,7 @@ class StreamState:
     request_method: str | None = None
     resumed: bool = False  # a GET with Last-Event-ID: it replays a POST stream, whose response may be on it
     answered: bool = False
-    outcome: str | None = None  # ok | tool_error | upstream_error | server_request_refused
+    outcome: OutcomeKind | None = None  # ok | tool_error | upstream_error | server_request_refused
     garbage: int = 0
     last_event_id: bytes | None = None  # the newest SSE event id relayed: the client can resume after it
     rejected_server_requests: list[tuple[Any, str]] = field(default_factory=list)
@@ -44,15 +45,15 @@ class UpstreamMessageJudge:
     policy: ServerPolicy
     granted: frozenset[str]
     governs_server_requests: bool  # handshake eras; at 2026-07-28 a server-to-client request is dropped
-    secret: bytes | None = None  # the gateway's upstream credential
+    secrets: tuple[bytes, ...] = ()  # the gateway's upstream credentials in use
     catalogue: ToolCatalogue | None = None  # pinned tool definitions; drifted ones are quarantined
     initialize_versions: tuple[str, ...] | None = None  # an initialize's answer must settle on one of these
 
     def redact(self, data: bytes) -> bytes:
         """SECURITY.md: the injected credential never appears in responses, even if the upstream echoes it."""
-        secret = self.secret
-        if secret is not None and secret in data:
-            return data.replace(secret, b"[REDACTED]")
+        for secret in self.secrets:
+            if secret in data:
+                data = data.replace(secret, b"[REDACTED]")
         return data
 
     def judge(self, data: bytes, state: StreamState) -> bytes | None:
@@ -65,67 +66,54 @@ class UpstreamMessageJudge:
         if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
             state.garbage += 1
             return None
-        method = message.get("method")
-        if method is not None:
-            if not isinstance(method, str):
-                state.garbage += 1
-                return None
-            if "id" in message:
-                if not self.governs_server_requests:
-                    # MCP 2026-07-28 has no server-to-client requests (input-required results replace them).
-                    state.garbage += 1
-                    return None
-                if not self.policy.allows_server_request(method):
-                    # The admin did not allow this server-to-client request (sampling, elicitation, roots).
-                    state.rejected_server_requests.append((message.get("id"), method))
-                    return None
-            return data
-        if "result" not in message and "error" not in message:
+        if "method" in message:
+            return data if self._server_message_allowed(message, state) else None
+        if not _accepted_response(message, state):
             state.garbage += 1
             return None
-        msg_id = message.get("id")
-        if state.request_id is not None:
-            if msg_id != state.request_id or state.answered:
-                # SECURITY.md: ids the client never sent, or a second answer, are never relayed.
-                state.garbage += 1
-                return None
-            state.answered = True
-            state.outcome = _outcome(message)
-        elif not state.resumed or state.answered:
-            # MCP transports §Listening for Messages: the standalone GET stream carries no responses;
-            # a resumed stream replays the one response of the stream it resumes.
-            state.garbage += 1
-            return None
-        else:
-            state.answered = True
         result = message.get("result")
-        if isinstance(result, dict):
-            versions = self.initialize_versions
-            version = result.get("protocolVersion")
-            if versions is not None and state.request_method == "initialize" and version not in versions:
-                return _unserved_version(message, version, versions, state)
-            if "inputRequests" in result:
-                refused = self._refused_input_request(result["inputRequests"])
-                if refused is not None:
-                    # MCP 2026-07-28 asks the client through an input-required result instead of a
-                    # server-to-client request; the same `server_requests` policy governs it.
-                    state.outcome = "server_request_refused"
-                    return json.dumps(
-                        {
-                            "jsonrpc": "2.0",
-                            "id": msg_id,
-                            "error": {"code": -32600, "message": f"{refused} is not permitted by the gateway"},
-                        },
-                        separators=(",", ":"),
-                    ).encode()
-            list_method = state.request_method if state.request_method in _LIST_METHODS else _infer_list(result)
-            if list_method is not None:
-                filtered = filter_list_result(list_method, result, self.policy, self.granted)
-                if list_method == "tools/list" and self.catalogue is not None:
-                    filtered["tools"] = self.catalogue.filter_tools(filtered.get("tools"))
-                message["result"] = filtered
-                return jsonrpc.dumps(message)
-        return data
+        return self._judge_result(data, message, result, state) if isinstance(result, dict) else data
+
+    def _server_message_allowed(self, message: dict[str, Any], state: StreamState) -> bool:
+        """A server-to-client request or notification: relayed only if the era and `server_requests` allow."""
+        method = message["method"]
+        if not isinstance(method, str):
+            state.garbage += 1
+            return False
+        if "id" not in message:
+            return True  # a notification (progress, logging, list_changed, ...)
+        if not self.governs_server_requests:
+            # MCP 2026-07-28 has no server-to-client requests (input-required results replace them).
+            state.garbage += 1
+            return False
+        if not self.policy.allows_server_request(method):
+            # The admin did not allow this server-to-client request (sampling, elicitation, roots).
+            state.rejected_server_requests.append((message.get("id"), method))
+            return False
+        return True
+
+    def _judge_result(self, data: bytes, message: dict[str, Any], result: dict[str, Any], state: StreamState) -> bytes:
+        """A result for the client's request: version settled, input requests governed, lists filtered."""
+        versions = self.initialize_versions
+        version = result.get("protocolVersion")
+        if versions is not None and state.request_method == "initialize" and version not in versions:
+            return _unserved_version(message, version, versions, state)
+        if "inputRequests" in result:
+            refused = self._refused_input_request(result["inputRequests"])
+            if refused is not None:
+                # MCP 2026-07-28 asks the client through an input-required result instead of a
+                # server-to-client request; the same `server_requests` policy governs it.
+                state.outcome = "server_request_refused"
+                text = f"{refused} is not permitted by the gateway"
+                return jsonrpc.error_body(message.get("id"), jsonrpc.INVALID_REQUEST, text)
+        list_method = state.request_method if state.request_method in _LIST_METHODS else _infer_list(result)
+        if list_method is None:
+            return data
+        filtered = filter_list_result(list_method, result, self.policy, self.granted)
+        if list_method == "tools/list" and self.catalogue is not None:
+            filtered["tools"] = self.catalogue.filter_tools(filtered.get("tools"))
+        message["result"] = filtered
+        return jsonrpc.dumps(message)
 
     def _refused_input_request(self, requests: Any) -> str | None:
         """The first method in an `inputRequests` map that the policy does not allow, if any."""
@@ -157,6 +145,25 @@ def _unserved_version(message: dict[str, Any], version: Any, versions: tuple[str
     )
 
 
+def _accepted_response(message: dict[str, Any], state: StreamState) -> bool:
+    """Whether a response may be relayed on this stream; marks the request answered if so."""
+    if "result" not in message and "error" not in message:
+        return False
+    if state.request_id is not None:
+        if message.get("id") != state.request_id or state.answered:
+            # SECURITY.md: ids the client never sent, or a second answer, are never relayed.
+            return False
+        state.answered = True
+        state.outcome = _outcome(message)
+        return True
+    if not state.resumed or state.answered:
+        # MCP transports §Listening for Messages: the standalone GET stream carries no responses;
+        # a resumed stream replays the one response of the stream it resumes.
+        return False
+    state.answered = True
+    return True
+
+
 def _infer_list(result: dict[str, Any]) -> str | None:
     for key, method in _LIST_KEYS:
         if key in result:
@@ -164,7 +171,7 @@ def _infer_list(result: dict[str, Any]) -> str | None:
     return None
 
 
-def _outcome(message: dict[str, Any]) -> str:
+def _outcome(message: dict[str, Any]) -> OutcomeKind:
     if "error" in message:
         return "tool_error"
     result = message.get("result")

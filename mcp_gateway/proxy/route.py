@@ -8,13 +8,14 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from mcp_gateway.config import GatewayConfig, RateLimits, ServerEntry
-from mcp_gateway.errors import ConfigError
+from mcp_gateway.credentials import CredentialSource, build_credential_source
+from mcp_gateway.identity.tls_pins import spki_verifier
+from mcp_gateway.policy.decider import Decider, ScopeDecider
 from mcp_gateway.policy.decision import ServerPolicy
 from mcp_gateway.policy.ratelimit import effective_rate_limits
 from mcp_gateway.policy.scopes import ScopeHierarchy
 from mcp_gateway.proxy.catalogue import ToolCatalogue
 from mcp_gateway.upstream.http11 import UpstreamPool
-from mcp_gateway.upstream.pinning import spki_verifier
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,10 +27,10 @@ class Route:
     resource_uri: str
     metadata_url: str
     pool: UpstreamPool
-    policy: ServerPolicy
+    policy: ServerPolicy  # scope rules: challenges, list filtering, server-to-client requests
+    decider: Decider  # judges each client request (the scope rules, or an engine built on them)
     upstream_path: str
-    credential: tuple[bytes, bytes] | None  # header injected toward the upstream, never shown to clients
-    credential_secret: bytes | None  # the secret inside it, redacted from anything the upstream echoes back
+    credentials: CredentialSource  # what the gateway sends upstream; the client's token never is
     upstream_identity: str  # what the audit records as the verified upstream
     rate_limits: RateLimits
     catalogue: ToolCatalogue | None  # present when the allowlist pins tool definitions (tools_sha256)
@@ -45,17 +46,17 @@ def build_routes(
     routes: dict[str, Route] = {}
     for name, entry in config.servers.items():
         pool = pools[name] if pools is not None and name in pools else _make_pool(config, entry)
-        credential = _credential(entry, secrets)
+        policy = ServerPolicy.from_entry(entry, hierarchy)
         routes[name] = Route(
             name=name,
             entry=entry,
             resource_uri=config.resource_uri(name),
             metadata_url=config.resource_metadata_url(name),
             pool=pool,
-            policy=ServerPolicy.from_entry(entry, hierarchy),
+            policy=policy,
+            decider=ScopeDecider(policy),
             upstream_path=pool.path,
-            credential=credential,
-            credential_secret=_secret_of(entry, credential),
+            credentials=build_credential_source(entry, secrets),
             upstream_identity=_identity(entry),
             rate_limits=effective_rate_limits(config.rate_limits, entry),
             catalogue=ToolCatalogue(entry.tools_sha256) if entry.tools_sha256 else None,
@@ -88,31 +89,3 @@ def _make_pool(config: GatewayConfig, entry: ServerEntry) -> UpstreamPool:
         max_header_bytes=config.max_header_bytes,
         max_body_bytes=config.max_body_bytes,
     )
-
-
-def _credential(entry: ServerEntry, secrets: Mapping[str, str]) -> tuple[bytes, bytes] | None:
-    cred = entry.credentials
-    if cred is None:
-        return None
-    value = secrets.get(cred.token_env)
-    key = f"servers.{entry.name}.credentials.token_env"
-    if not value:
-        raise ConfigError("server_allowlist.toml", key, f"environment variable {cred.token_env} is not set")
-    if any(c in value for c in "\r\n\0"):
-        raise ConfigError("server_allowlist.toml", key, f"{cred.token_env} contains CR, LF or NUL")
-    if cred.type == "bearer":
-        return (b"authorization", b"Bearer " + value.encode("latin-1"))
-    return (cred.header.lower().encode("latin-1"), value.encode("latin-1"))
-
-
-# Shorter secrets could match JSON syntax or ordinary words; redacting them would corrupt messages.
-_MIN_REDACTED_SECRET = 8
-
-
-def _secret_of(entry: ServerEntry, credential: tuple[bytes, bytes] | None) -> bytes | None:
-    if credential is None or entry.credentials is None:
-        return None
-    value = credential[1]
-    if entry.credentials.type == "bearer":
-        value = value.removeprefix(b"Bearer ")
-    return value if len(value) >= _MIN_REDACTED_SECRET else None

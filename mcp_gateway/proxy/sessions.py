@@ -57,7 +57,12 @@ class EventIds:
         return event_id + b"." + base64.urlsafe_b64encode(mac.digest()[:_EVENT_TAG_BYTES])
 
     def untag(self, tagged: bytes) -> bytes | None:
-        """The upstream's event id inside `tagged`, or None if this session did not issue it."""
+        """The upstream's event id inside `tagged`, or None if this session did not issue it.
+
+        SECURITY.md "Identifiers the gateway issues have one accepted spelling": `tagged` must be byte
+        for byte what `tag` produced (the MAC in strict base64url, no padding); another spelling of the
+        same MAC (`+`/`/`, `=`, whitespace, other bytes) is an id this session never issued.
+        """
         event_id, dot, _ = tagged.rpartition(b".")
         if not dot or not hmac.compare_digest(self.tag(event_id), tagged):
             return None
@@ -108,11 +113,8 @@ class SessionSealer:
     def _open(self, sealed_id: str, *, server: str, principal: str) -> SessionClaims:
         if len(sealed_id) > _MAX_SEALED_CHARS:
             raise SessionNotFound("Session not found")
-        try:
-            raw = base64.urlsafe_b64decode(sealed_id + "=" * (-len(sealed_id) % 4))
-        except (binascii.Error, ValueError) as exc:
-            raise SessionNotFound("Session not found") from exc
-        if len(raw) < 1 + 12 + 16 or raw[:1] != _VERSION:
+        raw = _canonical_b64url(sealed_id)
+        if raw is None or len(raw) < 1 + 12 + 16 or raw[:1] != _VERSION:
             raise SessionNotFound("Session not found")
         try:
             # The route name is associated data: an id minted for /a/mcp does not open on /b/mcp.
@@ -135,6 +137,27 @@ class SessionSealer:
 
 
 _OPENED_CACHE_SIZE = 4096
+
+
+def _canonical_b64url(text: str) -> bytes | None:
+    """The bytes `text` spells in strict, unpadded base64url (RFC 4648 §5, §3.2), or None.
+
+    SECURITY.md "Identifiers the gateway issues have one accepted spelling". Python's decoder is lenient:
+    it skips characters outside the alphabet (whitespace), takes `+` and `/` for `-` and `_`, accepts `=`
+    padding and ignores the unused low bits of the last character, so several strings open to the same
+    session. Each would be audited as a different session id, and `audit query --session` would miss the
+    calls made under the others. Only the spelling `seal` produces is accepted: re-encoding the decoded
+    bytes must give back `text` exactly (RFC 4648 §3.5: canonical encoding, pad bits zero).
+    """
+    if not text.isascii():
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        return None
+    if base64.urlsafe_b64encode(raw).rstrip(b"=") != text.encode("ascii"):
+        return None
+    return raw
 
 
 def _remember(cache: dict[_K, _V], key: _K, value: _V) -> None:

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from mcp_gateway.errors import SessionNotFound, UpstreamError, UpstreamProtocolError, UpstreamTimeout
+from mcp_gateway.errors import UpstreamError, UpstreamProtocolError, UpstreamSessionGone, UpstreamTimeout
 from mcp_gateway.proxy import jsonrpc
-from mcp_gateway.proxy.asgi import Message, Receive, Send, respond
+from mcp_gateway.proxy.context import Outcome, OutcomeKind
 from mcp_gateway.proxy.relay import StreamState, UpstreamMessageJudge
 from mcp_gateway.proxy.sessions import EventIds
-from mcp_gateway.proxy.sse import SSEParser, frame
+from mcp_gateway.proxy.sse import SSEEvent, SSEParser, frame
+from mcp_gateway.transport.asgi import Message, Receive, Send, respond
 from mcp_gateway.upstream.http11 import UpstreamResponse
 
 _SSE_HEADERS = [
@@ -99,7 +100,7 @@ class RelayOptions:
     max_event_bytes: int
     max_body_bytes: int
     session_sent: bool  # the request carried an upstream session id: a 404 means the session ended
-    seal: Callable[[str], str] | None  # initialize: seals the upstream's session id into the gateway's
+    seal: Callable[[str], Awaitable[str]] | None  # initialize: seals the upstream's session id into the gateway's
     resumable: bool  # handshake era: a stream closed after an event id is resumed, not failed
     reject_server_request: Callable[[Any, str], None] | None  # answers a refused server request upstream
     event_ids: EventIds | None = None  # handshake sessions: binds relayed SSE event ids to the session
@@ -111,86 +112,67 @@ async def relay_response(
     send: Send,
     judge: UpstreamMessageJudge,
     state: StreamState,
-    ctx: Any,
     options: RelayOptions,
-) -> None:
+) -> Outcome:
+    """Relay one upstream response to the client; return how the exchange ended."""
     try:
-        await _relay(response, send, judge, state, ctx, options)
+        return await _relay(response, send, judge, state, options)
     finally:
         await response.aclose()
 
 
 async def _relay(
-    response: UpstreamResponse,
-    send: Send,
-    judge: UpstreamMessageJudge,
-    state: StreamState,
-    ctx: Any,
-    options: RelayOptions,
-) -> None:
+    response: UpstreamResponse, send: Send, judge: UpstreamMessageJudge, state: StreamState, options: RelayOptions
+) -> Outcome:
     status = response.status
     if status == 404 and options.session_sent:
         # MCP transports §Session Management: the upstream ended the session; the client gets 404 and
         # re-initializes with a new one.
-        ctx.outcome = "session_not_found"
-        ctx.http_status = 404
-        raise SessionNotFound("Session not found")
+        raise UpstreamSessionGone("Session not found")
+    if 300 <= status < 400:
+        # SECURITY.md: upstream 3xx answers are neither followed nor relayed (a redirect could carry the
+        # client elsewhere, or expose a Location the upstream meant for the gateway).
+        text = f"Bad Gateway: the upstream redirected ({status}); the gateway follows no redirects"
+        return await _fail(send, state, text, error="upstream_redirect")
     extra: list[tuple[bytes, bytes]] = []
     if options.seal is not None and status == 200:
         # The upstream's id never reaches the client: only the sealed gateway id does. An upstream
         # that runs without sessions still gets one from us, so that the client's next requests
         # (which must carry it) stay bound to this principal.
         upstream_id = response.header(b"mcp-session-id") or b""
-        extra.append((b"mcp-session-id", options.seal(upstream_id.decode("latin-1")).encode("ascii")))
+        extra.append((b"mcp-session-id", (await options.seal(upstream_id.decode("latin-1"))).encode("ascii")))
     content_type = (response.header(b"content-type") or b"").split(b";", 1)[0].strip().lower()
-    ctx.http_status = status
     if content_type == b"text/event-stream" and status == 200:
-        await _relay_sse(response, send, judge, state, ctx, options, extra)
-        return
-    body = await _read(response, options.max_body_bytes, ctx)
-    if body is None:
-        await _fail(send, state, ctx, "Bad Gateway: the upstream's response could not be read")
-        return
+        return await _relay_sse(response, send, judge, state, options, extra)
+    try:
+        body = await response.read(options.max_body_bytes)
+    except UpstreamError as exc:
+        text = "Bad Gateway: the upstream's response could not be read"
+        return await _fail(send, state, text, kind=exc.outcome, error=type(exc).__name__)
     if status in _CREDENTIAL_STATUSES:
-        await _fail(send, state, ctx, f"Bad Gateway: the upstream refused the gateway's credentials ({status})")
-        return
+        return await _fail(send, state, f"Bad Gateway: the upstream refused the gateway's credentials ({status})")
     if status == 202 or (not body and status < 300):
         if state.request_id is not None:
             # MCP transports §Sending Messages: a request is answered with JSON or an SSE stream.
-            await _fail(send, state, ctx, f"Bad Gateway: the upstream answered {status} without a response")
-            return
-        ctx.outcome = ctx.outcome or "ok"
+            return await _fail(send, state, f"Bad Gateway: the upstream answered {status} without a response")
         await respond(send, status, b"", extra)
-        return
+        return Outcome("ok", status)
     if status == 405:
         # The upstream offers no standalone stream or no session termination (both are optional).
-        ctx.outcome = "upstream_error"
         await respond(send, 405, jsonrpc.error_body(None, jsonrpc.INVALID_REQUEST, "Method Not Allowed upstream"))
-        return
+        return Outcome("upstream_error", 405)
     if content_type != b"application/json":
-        await _fail(send, state, ctx, f"Bad Gateway: the upstream answered {status} with an unusable body")
-        return
+        return await _fail(send, state, f"Bad Gateway: the upstream answered {status} with an unusable body")
     if status >= 400:
-        await _relay_error(send, status, judge.redact(body), state, ctx)
-        return
+        return await _relay_error(send, status, judge.redact(body), state)
     out = judge.judge(body, state)
     if out is None or (state.request_id is not None and not state.answered):
-        await _fail(send, state, ctx, "Bad Gateway: the upstream sent an invalid JSON-RPC message")
-        return
-    ctx.outcome = state.outcome or "ok"
+        return await _fail(send, state, "Bad Gateway: the upstream sent an invalid JSON-RPC message")
     await respond(send, status, out, extra)
+    return Outcome(state.outcome or "ok", status)
 
 
-async def _read(response: UpstreamResponse, cap: int, ctx: Any) -> bytes | None:
-    try:
-        return await response.read(cap)
-    except UpstreamError as exc:
-        ctx.outcome = "timeout" if isinstance(exc, UpstreamTimeout) else "upstream_error"
-        ctx.error = type(exc).__name__
-        return None
-
-
-async def _relay_error(send: Send, status: int, body: bytes, state: StreamState, ctx: Any) -> None:
+async def _relay_error(send: Send, status: int, body: bytes, state: StreamState) -> Outcome:
     # Relay an upstream HTTP error only as a well-formed JSON-RPC error we re-serialize ourselves.
     try:
         message = json.loads(body)
@@ -199,18 +181,18 @@ async def _relay_error(send: Send, status: int, body: bytes, state: StreamState,
         if not isinstance(code, int) or isinstance(code, bool) or not isinstance(text, str):
             raise TypeError
     except (ValueError, KeyError, TypeError, RecursionError):
-        await _fail(send, state, ctx, f"Bad Gateway: the upstream answered {status}")
-        return
-    ctx.outcome = "upstream_error"
+        return await _fail(send, state, f"Bad Gateway: the upstream answered {status}")
     # `data` carries what the client needs to act (a missing capability, the URI not found); it was
     # parsed above, so what goes out is our own serialization of valid JSON, never the raw bytes.
     await respond(send, status, jsonrpc.error_body(state.request_id, code, text[:500], error.get("data")))
+    return Outcome("upstream_error", status)
 
 
-async def _fail(send: Send, state: StreamState, ctx: Any, text: str) -> None:
-    ctx.outcome = ctx.outcome or "upstream_error"
-    ctx.http_status = 502
+async def _fail(
+    send: Send, state: StreamState, text: str, *, kind: OutcomeKind = "upstream_error", error: str | None = None
+) -> Outcome:
     await respond(send, 502, jsonrpc.error_body(state.request_id, jsonrpc.INTERNAL_ERROR, text))
+    return Outcome(kind, 502, error)
 
 
 async def _relay_sse(
@@ -218,78 +200,101 @@ async def _relay_sse(
     send: Send,
     judge: UpstreamMessageJudge,
     state: StreamState,
-    ctx: Any,
     options: RelayOptions,
     extra: list[tuple[bytes, bytes]],
-) -> None:
+) -> Outcome:
     await send({"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, *extra]})
-    parser = SSEParser(options.max_event_bytes)
-    reject = options.reject_server_request
-    event_ids = options.event_ids
-    failure: str | None = None
-    batches = response.aiter_batches()
-    complete = False
-    # Events are relayed as they arrive, but the events of one batch (whatever reached us in one read)
-    # go out in one write, and the batch that ends the upstream body goes out with the end of ours.
     pending: list[bytes] = []
+    failed: OutcomeKind | None = None
+    failure: str | None = None
     try:
-        async for chunks in batches:
-            for chunk in chunks:
-                for event in parser.feed(chunk):
-                    data = event.data
-                    if data:
-                        out = judge.judge(data, state)
-                        if state.rejected_server_requests:
-                            # Answer a refused server request at once: the upstream is waiting for it, and
-                            # this stream does not end until it gets an answer.
-                            for request_id, method in state.rejected_server_requests:
-                                if reject is not None:
-                                    reject(request_id, method)
-                            state.rejected_server_requests.clear()
-                        if out is None:
-                            continue
-                    else:
-                        # No message: a keep-alive comment, or a priming event (an id with empty data) that
-                        # lets the client resume before the first message arrives (MCP 2025-11-25).
-                        out = data
-                    event_id = event.id
-                    if event_id is not None:
-                        if event_ids is not None:
-                            event_id = event_ids.tag(event_id)
-                        state.last_event_id = event_id
-                    pending.append(frame(out, event_id=event_id, event=event.event, retry=event.retry))
-                    if state.resumed and state.answered:
-                        # A resumed stream ends with the response of the stream it resumes. Whatever an
-                        # upstream replays after it is not this stream's: an event store that files events
-                        # by request id alone (the example upstream's does) mixes in other sessions'.
-                        complete = True
-                        break
-                if complete:
-                    break
-            if complete:
-                await batches.aclose()  # the upstream connection is closed mid-body, never reused
-                break
-            if pending and not response.body_complete:
-                await send({"type": "http.response.body", "body": b"".join(pending), "more_body": True})
-                pending = []
-        else:
-            parser.close()
+        await _pump_events(response, send, judge, state, options, pending)
     except UpstreamTimeout:
-        ctx.outcome, failure = "timeout", "Gateway Timeout: the upstream stopped sending"
+        failed, failure = "timeout", "Gateway Timeout: the upstream stopped sending"
     except UpstreamProtocolError:
-        ctx.outcome, failure = "upstream_error", "Bad Gateway: the upstream sent a malformed stream"
+        failed, failure = "upstream_error", "Bad Gateway: the upstream sent a malformed stream"
     except UpstreamError:
-        ctx.outcome, failure = "upstream_error", "Bad Gateway: the upstream connection failed"
+        failed, failure = "upstream_error", "Bad Gateway: the upstream connection failed"
+    kind: OutcomeKind
     if state.request_id is not None and not state.answered:
         if failure is None and options.resumable and state.last_event_id is not None:
             # MCP transports (2025-11-25) §Resumability: the server may close the stream after an event
             # with an id; the client resumes with GET + Last-Event-ID and gets the answer there.
-            ctx.outcome = "stream_closed"
+            kind = "stream_closed"
         else:
             # The client is owed an answer: say what happened instead of leaving it waiting.
             failure = failure or "Bad Gateway: the upstream ended the stream without a valid response"
-            ctx.outcome = ctx.outcome or "upstream_error"
+            kind = failed or "upstream_error"
             pending.append(frame(jsonrpc.error_body(state.request_id, jsonrpc.INTERNAL_ERROR, failure)))
     elif state.answered:
-        ctx.outcome = state.outcome
+        kind = state.outcome or "ok"
+    else:
+        kind = failed or "ok"
     await send({"type": "http.response.body", "body": b"".join(pending), "more_body": False})
+    return Outcome(kind, 200)
+
+
+async def _pump_events(
+    response: UpstreamResponse,
+    send: Send,
+    judge: UpstreamMessageJudge,
+    state: StreamState,
+    options: RelayOptions,
+    pending: list[bytes],
+) -> None:
+    """Relay events as they arrive; the events of one read go out in one write, and the read that ends
+    the upstream body is left in `pending` to go out with the end of ours."""
+    parser = SSEParser(options.max_event_bytes)
+    batches = response.aiter_batches()
+    async for chunks in batches:
+        complete = False
+        for chunk in chunks:
+            for event in parser.feed(chunk):
+                out = _judge_event(event, judge, state, options)
+                if out is None:
+                    continue
+                pending.append(out)
+                if state.resumed and state.answered:
+                    # A resumed stream ends with the response of the stream it resumes. Whatever an
+                    # upstream replays after it is not this stream's: an event store that files events
+                    # by request id alone (the example upstream's does) mixes in other sessions'.
+                    complete = True
+                    break
+            if complete:
+                break
+        if complete:
+            await batches.aclose()  # the upstream connection is closed mid-body, never reused
+            return
+        if pending and not response.body_complete:
+            await send({"type": "http.response.body", "body": b"".join(pending), "more_body": True})
+            pending.clear()
+    parser.close()
+
+
+def _judge_event(
+    event: SSEEvent, judge: UpstreamMessageJudge, state: StreamState, options: RelayOptions
+) -> bytes | None:
+    """The frame to relay for one upstream event, or None to drop it."""
+    data = event.data
+    if data:
+        out = judge.judge(data, state)
+        if state.rejected_server_requests:
+            # Answer a refused server request at once: the upstream is waiting for it, and this stream
+            # does not end until it gets an answer.
+            reject = options.reject_server_request
+            for request_id, method in state.rejected_server_requests:
+                if reject is not None:
+                    reject(request_id, method)
+            state.rejected_server_requests.clear()
+        if out is None:
+            return None
+    else:
+        # No message: a keep-alive comment, or a priming event (an id with empty data) that lets the
+        # client resume before the first message arrives (MCP 2025-11-25).
+        out = data
+    event_id = event.id
+    if event_id is not None:
+        if options.event_ids is not None:
+            event_id = options.event_ids.tag(event_id)
+        state.last_event_id = event_id
+    return frame(out, event_id=event_id, event=event.event, retry=event.retry)

@@ -14,14 +14,16 @@ import asyncio
 import contextlib
 import ssl
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
-from types import TracebackType
+from collections.abc import Callable, Sequence
 from typing import Literal
 from urllib.parse import urlsplit
 
-from mcp_gateway.errors import UpstreamConnectError, UpstreamIdentityError, UpstreamProtocolError, UpstreamTimeout
+from mcp_gateway.errors import UpstreamConnectError, UpstreamIdentityError, UpstreamTimeout
 from mcp_gateway.upstream._connection import Connection
 from mcp_gateway.upstream._request import check_path, encode_request, encode_request_line
+from mcp_gateway.upstream._response import UpstreamResponse
+
+__all__ = ["UpstreamPool", "UpstreamResponse"]
 
 # Bounds the cache of encoded request lines; a gateway proxies one or two routes, so this is never reached.
 _REQUEST_LINE_CACHE_SIZE = 64
@@ -30,129 +32,6 @@ _REQUEST_LINE_CACHE_SIZE = 64
 def _expire_waiter(waiter: asyncio.Future[Connection | bool]) -> None:
     if not waiter.done():
         waiter.set_result(False)
-
-
-class UpstreamResponse:
-    """A response whose head has been read; the body is read (or streamed) from the connection on demand.
-
-    Once the body has been read to its end the connection goes back to the pool straight away, so `aclose()`
-    is then a no-op; it is still required, via `async with`, for every other path.
-    """
-
-    __slots__ = ("_conn", "_pool", "_read_timeout", "headers", "status")
-
-    def __init__(self, pool: UpstreamPool, conn: Connection, read_timeout: float) -> None:
-        self.status: int = conn.status
-        self.headers: list[tuple[bytes, bytes]] = conn.headers
-        self._pool: UpstreamPool | None = pool
-        self._conn: Connection | None = conn
-        self._read_timeout = read_timeout
-
-    def header(self, name: bytes) -> bytes | None:
-        """The first value of the field `name` (lowercase), or None."""
-        for key, value in self.headers:
-            if key == name:
-                return value
-        return None
-
-    async def aiter_body(self) -> AsyncIterator[bytes]:
-        """Yield body chunks (de-chunked) as they arrive; nothing is accumulated, so there is no size cap."""
-        conn = self._live_connection()
-        try:
-            while (chunks := await self._next_chunks(conn)) is not None:
-                for chunk in chunks:
-                    yield chunk
-        except BaseException:
-            # Includes cancellation and GeneratorExit: the exchange is mid-body, so the connection is useless.
-            self._release(reuse=False)
-            raise
-        self._release(reuse=True)
-
-    async def aiter_batches(self) -> AsyncGenerator[list[bytes]]:
-        """Like `aiter_body`, but yields every chunk that has arrived since the last yield as one list.
-
-        A consumer that relays what it gets can then write once per batch; `body_complete` says whether the
-        batch just yielded was the last.
-        """
-        conn = self._live_connection()
-        try:
-            while (chunks := await self._next_chunks(conn)) is not None:
-                yield chunks
-        except BaseException:
-            # Includes cancellation and GeneratorExit: the exchange is mid-body, so the connection is useless.
-            self._release(reuse=False)
-            raise
-        self._release(reuse=True)
-
-    @property
-    def body_complete(self) -> bool:
-        """True when the whole body has arrived and been handed over: reading on would end without waiting."""
-        conn = self._conn
-        return conn is not None and conn.complete and not conn.chunks and conn.error is None
-
-    async def read(self, limit: int | None = None) -> bytes:
-        """The whole body; UpstreamProtocolError if it is longer than `limit` or the pool's `max_body_bytes`."""
-        conn = self._live_connection()
-        assert self._pool is not None
-        cap = self._pool._max_body_bytes if limit is None else min(limit, self._pool._max_body_bytes)
-        try:
-            if conn.content_length is not None and conn.content_length > cap:
-                raise UpstreamProtocolError("upstream response body exceeds the size limit")
-            parts: list[bytes] = []
-            size = 0
-            while (chunks := await self._next_chunks(conn)) is not None:
-                for chunk in chunks:
-                    size += len(chunk)
-                if size > cap:
-                    raise UpstreamProtocolError("upstream response body exceeds the size limit")
-                parts += chunks
-        except BaseException:
-            self._release(reuse=False)
-            raise
-        self._release(reuse=True)
-        return parts[0] if len(parts) == 1 else b"".join(parts)
-
-    async def aclose(self) -> None:
-        """Return the connection to the pool if the response arrived in full, else close it. Idempotent."""
-        self._release(reuse=True)
-
-    async def __aenter__(self) -> UpstreamResponse:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._release(reuse=True)
-
-    def __del__(self) -> None:
-        # A response dropped without aclose() would hold its pool slot forever; give it back instead.
-        if self._conn is not None:
-            with contextlib.suppress(RuntimeError):  # the event loop is already closed
-                self._release(reuse=False)
-
-    def _live_connection(self) -> Connection:
-        if self._conn is None:
-            raise RuntimeError("the response body was already read or the response is closed")
-        return self._conn
-
-    async def _next_chunks(self, conn: Connection) -> list[bytes] | None:
-        # The error check comes first: a response followed by garbage must not be delivered (RFC 9112 §11.2).
-        while True:
-            if conn.error is not None:
-                raise conn.error
-            if conn.chunks:
-                return conn.take_chunks()
-            if conn.complete:
-                return None
-            if not await conn.wait(self._read_timeout):
-                raise UpstreamTimeout("upstream sent nothing within read_timeout")
-
-    def _release(self, *, reuse: bool) -> None:
-        conn, pool = self._conn, self._pool
-        if conn is None or pool is None:
-            return
-        self._conn = self._pool = None
-        pool._release(conn, reuse=reuse)
 
 
 class UpstreamPool:
@@ -256,7 +135,9 @@ class UpstreamPool:
         except BaseException:
             self._release(conn, reuse=False)
             raise
-        return UpstreamResponse(self, conn, timeout)
+        return UpstreamResponse(
+            conn, read_timeout=timeout, max_body_bytes=self._max_body_bytes, give_back=self._release
+        )
 
     async def aclose(self) -> None:
         """Close the idle connections; those in use are closed when their response is released."""
@@ -363,7 +244,7 @@ class UpstreamPool:
                 raise UpstreamIdentityError("the upstream certificate does not match the pinned identity") from exc
         return conn
 
-    def _release(self, conn: Connection, *, reuse: bool) -> None:
+    def _release(self, conn: Connection, reuse: bool) -> None:
         if reuse and not self._closed and conn.reusable:
             waiter = self._next_waiter()
             if waiter is not None:

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 ISSUER = "https://issuer.test"
+_MAX_IDENTITY_CHARS = 256  # mcp_gateway.auth.claims.MAX_IDENTITY_CHARS, spelt out so a change shows here
 RESOURCE = "http://127.0.0.1:8080/github/mcp"
 T0 = 1_800_000_000.0
 
@@ -205,6 +206,29 @@ def good_claims(now: float = T0, **overrides: object) -> dict[str, object]:
 
 _ABSENT: Any = object()
 ABSENT: Any = _ABSENT  # pass as a claim value to remove the claim
+
+# SECURITY.md "identity claims with control characters are refused": one value per family of characters
+# that can forge a record line, drive a terminal or reorder what a reader sees, and one too long.
+_CONTROL = "contains a control character"
+_SEPARATOR = "contains a line or paragraph separator"
+_BIDI = "contains a bidirectional formatting character"
+HOSTILE_IDENTITY_VALUES: dict[str, tuple[str, str]] = {  # family: (value, what the description says)
+    "c0-escape": ("alice\x1b[2Jroot", _CONTROL),
+    "c0-crlf": ("alice\r\nagent_id: root", _CONTROL),
+    "c0-nul": ("alice\x00root", _CONTROL),
+    "c0-tab": ("alice\troot", _CONTROL),
+    "del": ("alice\x7f", _CONTROL),
+    "c1-csi": ("alice\x9b31m", _CONTROL),
+    "c1-nel": ("alice\x85root", _CONTROL),
+    "line-separator": ("alice\u2028root", _SEPARATOR),
+    "paragraph-separator": ("alice\u2029root", _SEPARATOR),
+    "bidi-rlo": ("alice\u202etoor", _BIDI),
+    "bidi-lre": ("\u202aalice", _BIDI),
+    "bidi-rli": ("alice\u2067toor\u2069", _BIDI),
+    "bidi-rlm": ("alice\u200f", _BIDI),
+    "lone-surrogate": ("alice\ud800", "contains an unpaired surrogate"),
+    "too-long": ("alice" + "a" * _MAX_IDENTITY_CHARS, f"is longer than {_MAX_IDENTITY_CHARS} characters"),
+}
 
 
 def sign(key: KeyPair, claims: Mapping[str, object], *, alg: str | None = None, **header: object) -> str:

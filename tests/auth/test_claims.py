@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mcp_gateway.auth.claims import principal_from_claims
+from mcp_gateway.auth.claims import MAX_ACTOR_DEPTH, MAX_IDENTITY_CHARS, identity_defect, principal_from_claims
 from mcp_gateway.errors import InvalidToken
 
-from ._support import ABSENT, ISSUER, RESOURCE, T0, good_claims
+from ._support import ABSENT, HOSTILE_IDENTITY_VALUES, ISSUER, RESOURCE, T0, good_claims
 
 TOKEN = "header.payload.signature"
 
@@ -285,6 +285,72 @@ def test_error_messages_do_not_echo_claim_values() -> None:
     with pytest.raises(InvalidToken) as raised:
         judge(good_claims(iss="https://attacker-controlled.example/<script>"))
     assert "attacker" not in raised.value.message
+
+
+IDENTITY_CLAIMS = {
+    "sub": {},
+    "client_id": {},
+    "azp": {"client_id": ABSENT},
+    "jti": {},
+    "act.sub": {},
+    "act.act.sub": {},
+}
+
+
+def _with_identity(path: str, value: str) -> dict[str, Any]:
+    if path == "act.sub":
+        return good_claims(act={"sub": value})
+    if path == "act.act.sub":
+        return good_claims(act={"sub": "agent-1", "act": {"sub": value}})
+    return good_claims(**{path: value, **IDENTITY_CLAIMS[path]})
+
+
+@pytest.mark.parametrize("family", HOSTILE_IDENTITY_VALUES)
+@pytest.mark.parametrize("path", IDENTITY_CLAIMS)
+def test_identity_claims_with_control_characters_or_absurd_length_are_invalid_token_naming_the_claim(
+    path: str, family: str
+) -> None:
+    value, defect = HOSTILE_IDENTITY_VALUES[family]
+    with pytest.raises(InvalidToken) as raised:
+        judge(_with_identity(path, value))
+    assert raised.value.message == f"the token's {path} claim {defect}"
+    assert value not in raised.value.message and "alice" not in raised.value.message
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "alice",
+        "Jos\u00e9 Garc\u00eda",
+        "\u7528\u6237-1",
+        "\u05d0\u05dc\u05d9\u05e1",
+        "user@example.com",
+        "a" * MAX_IDENTITY_CHARS,
+    ],
+    ids=["ascii", "latin", "cjk", "hebrew-without-overrides", "email", "at-the-cap"],
+)
+def test_printable_identity_values_of_any_script_up_to_the_cap_are_accepted(value: str) -> None:
+    assert identity_defect(value) is None
+    principal = judge(good_claims(sub=value, client_id=value, jti=value, act={"sub": value}))
+    assert (principal.subject, principal.agent_id, principal.token_id, principal.actors) == (
+        value,
+        value,
+        value,
+        (value,),
+    )
+
+
+def test_an_act_chain_at_the_depth_cap_is_accepted_and_one_deeper_is_refused_saying_so() -> None:
+    def chain(depth: int) -> dict[str, Any]:
+        act: dict[str, Any] = {"sub": f"actor-{depth}"}
+        for n in range(depth - 1, 0, -1):
+            act = {"sub": f"actor-{n}", "act": act}
+        return act
+
+    assert len(judge(good_claims(act=chain(MAX_ACTOR_DEPTH))).actors) == MAX_ACTOR_DEPTH
+    with pytest.raises(InvalidToken) as raised:
+        judge(good_claims(act=chain(MAX_ACTOR_DEPTH + 1)))
+    assert raised.value.message == f"the token's act claim nests more than {MAX_ACTOR_DEPTH} actors"
 
 
 _json = st.recursive(

@@ -11,12 +11,13 @@ import httpx2
 import pytest
 
 from mcp_gateway.auth.introspection import IntrospectionVerifier
-from mcp_gateway.auth.verifier import AuthUnavailable, TokenVerifier, build_verifier
-from mcp_gateway.errors import ConfigError, InvalidToken
+from mcp_gateway.auth.verifier import TokenVerifier, build_verifier
+from mcp_gateway.errors import AuthUnavailable, ConfigError, InvalidToken
 from tests._servers import refused_url
 
 from ._support import (
     ABSENT,
+    HOSTILE_IDENTITY_VALUES,
     ISSUER,
     RESOURCE,
     FakeClock,
@@ -143,6 +144,26 @@ async def test_inactive_or_unacceptable_introspection_results_are_invalid_token(
     endpoint.tokens[OPAQUE] = response
     with pytest.raises(InvalidToken):
         await verify(make_verifier(server.url, http_client, clock))
+
+
+@pytest.mark.parametrize("claim", ["sub", "client_id", "azp", "jti", "act.sub"])
+async def test_introspection_results_whose_identity_claims_hold_control_characters_are_invalid_token(
+    endpoint: IntrospectionEndpoint, server: StubServer, http_client: httpx2.AsyncClient, clock: FakeClock, claim: str
+) -> None:
+    # SECURITY.md "identity claims with control characters are refused": an introspection endpoint's
+    # answer becomes a principal through the same checks as a JWT's claims.
+    verifier = make_verifier(server.url, http_client, clock)
+    for family, (value, defect) in HOSTILE_IDENTITY_VALUES.items():
+        token = f"{OPAQUE}-{family}"  # a token per answer: the verified-token cache never answers for another
+        if claim == "act.sub":
+            claims = good_claims(act={"sub": value})
+        else:
+            claims = good_claims(**{claim: value, **({"client_id": ABSENT} if claim == "azp" else {})})
+        endpoint.tokens[token] = {"active": True, **claims}
+        with pytest.raises(InvalidToken) as raised:
+            await verify(verifier, token)
+        assert raised.value.message == f"the token's {claim} claim {defect}", family
+    assert len(server.requests) == len(HOSTILE_IDENTITY_VALUES)  # each answer was really introspected
 
 
 async def test_an_absent_iss_is_accepted_from_the_introspection_endpoint(

@@ -8,8 +8,8 @@ import httpx2
 import pytest
 
 from mcp_gateway.auth.jwks import JWKSCache, metadata_urls, parse_jwk
-from mcp_gateway.auth.verifier import AuthUnavailable, TokenVerifier, build_verifier
-from mcp_gateway.errors import InvalidToken
+from mcp_gateway.auth.verifier import TokenVerifier, build_verifier
+from mcp_gateway.errors import AuthUnavailable, InvalidToken
 from tests._jws import b64url
 from tests._servers import refused_url
 

@@ -12,13 +12,14 @@ import anyio
 import httpx2
 import pytest
 
-from mcp_gateway.auth.verifier import AuthUnavailable, TokenVerifier, build_verifier
-from mcp_gateway.errors import InvalidToken
+from mcp_gateway.auth.verifier import TokenVerifier, build_verifier
+from mcp_gateway.errors import AuthUnavailable, InvalidToken
 from tests._jws import b64url, compact, hmac_token, signed_raw
 from tests._servers import refused_url
 
 from ._support import (
     ABSENT,
+    HOSTILE_IDENTITY_VALUES,
     ISSUER,
     RESOURCE,
     FakeClock,
@@ -426,6 +427,25 @@ async def test_signed_payloads_that_are_not_a_clean_json_object_are_invalid_toke
     verifier: TokenVerifier, payload: bytes
 ) -> None:
     await refused(verifier, signed_raw(EC.private_key, EC.alg, b'{"alg":"ES256","kid":"ec-1"}', payload))
+
+
+@pytest.mark.parametrize("claim", ["sub", "client_id", "azp", "jti", "act.sub", "act.act.sub"])
+async def test_signed_tokens_whose_identity_claims_hold_control_characters_are_invalid_token_naming_the_claim(
+    verifier: TokenVerifier, claim: str
+) -> None:
+    # SECURITY.md "identity claims with control characters are refused", through real ES256 signatures.
+    for family, (value, defect) in HOSTILE_IDENTITY_VALUES.items():
+        if claim.startswith("act."):
+            act: dict[str, Any] = {"sub": value}
+            claims = good_claims(act=act if claim == "act.sub" else {"sub": "agent-1", "act": act})
+        else:
+            claims = good_claims(**{claim: value, **({"client_id": ABSENT} if claim == "azp" else {})})
+        error = await refused(verifier, sign(EC, claims))
+        assert str(error) == f"the token's {claim} claim {defect}", family
+        assert "alice" not in str(error), family
+    assert (
+        await verify(verifier, sign(EC, good_claims(sub="Jos\u00e9", act={"sub": "agent-1"})))
+    ).subject == "Jos\u00e9"
 
 
 async def test_only_exact_scope_tokens_reach_the_principal(verifier: TokenVerifier) -> None:

@@ -3,8 +3,8 @@ from __future__ import annotations
 import httpx2
 import pytest
 
-from mcp_gateway.auth import AuthUnavailable, CachingVerifier, Principal, TokenVerifier, build_verifier
-from mcp_gateway.errors import HTTPError, InvalidToken
+from mcp_gateway.auth import CachingVerifier, Principal, TokenVerifier, build_verifier
+from mcp_gateway.errors import AuthUnavailable, HTTPError, InvalidToken
 
 from ._support import RESOURCE, FakeClock
 from .conftest import make_auth_config

@@ -29,7 +29,7 @@ from jwt.algorithms import ECAlgorithm
 
 import tests._stack as stack_module
 from mcp_gateway.audit.query import query
-from mcp_gateway.auth.issuer import create_issuer_app
+from mcp_gateway.devissuer.server import create_issuer_app
 from tests._jws import jws
 from tests._mcp import MODERN_META
 from tests._servers import serve_asgi

@@ -14,8 +14,8 @@ import anyio
 import httpx2
 import pytest
 
-from mcp_gateway.auth.issuer import create_issuer_app, mint_token
-from mcp_gateway.auth.issuer_config import IssuerConfig, load_issuer_config
+from mcp_gateway.devissuer.config import IssuerConfig, load_issuer_config
+from mcp_gateway.devissuer.server import create_issuer_app, mint_token
 from tests._servers import free_port, serve_asgi
 from tests.e2e._audit_support import (
     ReceivedCalls,

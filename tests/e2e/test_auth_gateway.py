@@ -26,6 +26,7 @@ from tests._jws import b64url, compact, hmac_token, jws, signed_raw
 from tests._mcp import HANDSHAKE, initialize_body, modern_headers, open_session, post_headers
 from tests._servers import refused_url
 from tests._stack import DEFAULT_ALLOWLIST, Stack, gateway_stack
+from tests.auth._support import HOSTILE_IDENTITY_VALUES
 from tests.e2e._auth_support import (
     AttackerKeys,
     RequestLog,
@@ -537,6 +538,59 @@ async def test_every_wrong_claim_under_a_valid_signature_is_refused(world: World
         _invalid("payload: not UTF-8", issuer_signed(stack, b'{"iss":"\xff\xfe"}')),
     ]
     await _run_table(world, cases)
+
+
+async def test_identity_claims_with_control_characters_are_refused_with_401i_naming_the_claim(world: World) -> None:
+    # SECURITY.md "identity claims with control characters are refused": these values would otherwise be
+    # written into the audit as agent_id, delegating_user or token_id. Signed by the issuer's own key.
+    stack = world.stack
+    overrides: dict[str, Any] = {
+        "sub": lambda value: {"sub": value},
+        "client_id": lambda value: {"client_id": value},
+        "jti": lambda value: {"jti": value},
+        "act.sub": lambda value: {"act": {"sub": value}},
+    }
+    failures: list[str] = []
+    for claim, override in overrides.items():
+        for family, (value, defect) in HOSTILE_IDENTITY_VALUES.items():
+            token = issuer_signed(stack, claims_for(stack, **override(value)))
+            world.presented.append(token)
+            before = len(stack.tap.requests)
+            with anyio.fail_after(15):
+                response = await world.http.post(
+                    world.url,
+                    json=tool_call("echo", {"message": "hi"}),
+                    headers=modern_headers("tools/call", "echo", token=token),
+                )
+            case = f"{claim} {family}"
+            try:
+                params = assert_challenge(
+                    response,
+                    status=401,
+                    error="invalid_token",
+                    scope=ECHO_SCOPE,
+                    resource_metadata=world.metadata_url,
+                    case=case,
+                )
+                assert params.get("error_description") == f"the token's {claim} claim {defect}", case
+                assert "alice" not in response.text and value not in response.text, case
+                assert not stack.tap.requests[before:], f"[{case}] the upstream received a request"
+            except AssertionError as exc:
+                failures.append(str(exc))
+    assert not failures, f"{len(failures)} cases failed:\n" + "\n".join(failures)
+    # A printable identity in any script is still accepted (control), and no hostile value reached the audit.
+    with anyio.fail_after(15):
+        accepted = await world.http.post(
+            world.url,
+            json=tool_call("echo", {"message": "hi"}),
+            headers=modern_headers(
+                "tools/call", "echo", token=issuer_signed(stack, claims_for(stack, sub="Jos\u00e9"))
+            ),
+        )
+    assert accepted.status_code == 200, accepted.text[:300]
+    recorded = json.dumps(await audit_rows(stack), ensure_ascii=False)
+    assert '"delegating_user": "Jos\u00e9"' in recorded
+    assert not [family for family, (value, _) in HOSTILE_IDENTITY_VALUES.items() if value in recorded]
 
 
 async def test_scope_tricks_get_403_insufficient_scope_and_are_audited_by_token_id(world: World) -> None:

@@ -6,6 +6,7 @@ read SSE with `read_events`, a parser written independently of the gateway's own
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -322,3 +323,27 @@ async def bare_gateway(directory: Path, *, upstream_url: str, issuer: str, jwks_
 def modern_call_body(tool: str, arguments: dict[str, Any] | None = None, request_id: int = 1) -> dict[str, Any]:
     """A 2026-07-28 tools/call, with the per-request envelope that era requires in `params._meta`."""
     return call_body(tool, arguments, request_id, _meta=dict(MODERN_META))
+
+
+def spellings_of_the_same_bytes(canonical: str) -> dict[str, str]:
+    """Strings a lenient base64url decoder turns into the same bytes as `canonical`, by kind.
+
+    For SECURITY.md "Identifiers the gateway issues have one accepted spelling": each must be refused.
+    """
+    raw = base64.urlsafe_b64decode(canonical + "=" * (-len(canonical) % 4))
+    variants = {
+        "padded": base64.urlsafe_b64encode(raw).decode(),
+        "extra-padding": canonical + "==",
+        "standard-alphabet": base64.b64encode(raw).rstrip(b"=").decode(),
+        "space-inside": canonical[:8] + " " + canonical[8:],
+        "newline-inside": canonical[:8] + "\n" + canonical[8:],
+        "tab-at-the-end": canonical + "\t",
+        "non-ascii": canonical[:8] + "\u00e9" + canonical[8:],
+        "fullwidth-letter": canonical[:-1] + chr(0xFF21),
+    }
+    unused_bits = {1: 4, 2: 2}.get(len(raw) % 3, 0)  # low bits of the last character that carry nothing
+    if unused_bits:
+        alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+        last = alphabet.index(canonical[-1])
+        variants["other-trailing-bits"] = canonical[:-1] + alphabet[last | ((1 << unused_bits) - 1)]
+    return {kind: variant for kind, variant in variants.items() if variant != canonical}

@@ -129,14 +129,9 @@ async def _relay(script: Script) -> tuple[list[dict[str, Any]], StreamState]:
     )
     judge = UpstreamMessageJudge(policy, frozenset(), governs_server_requests=True)
 
-    class Ctx:
-        outcome: str | None = None
-        http_status: int | None = None
-        error: str | None = None
-
     async with _upstream(script, relayed) as pool:
         response = await pool.request("POST", "/mcp", [(b"content-type", b"application/json")], b"{}")
-        await relay_response(response, send=send, judge=judge, state=state, ctx=Ctx(), options=options)
+        await relay_response(response, send=send, judge=judge, state=state, options=options)
     return sent, state
 
 

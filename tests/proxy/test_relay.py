@@ -23,7 +23,7 @@ SECRET = b"upstream-secret-value"
 
 def judge(*, handshake: bool = True, granted: frozenset[str] = frozenset({"tools:read"})) -> UpstreamMessageJudge:
     policy = ServerPolicy.from_entry(ENTRY, ScopeHierarchy({}))
-    return UpstreamMessageJudge(policy, granted, governs_server_requests=handshake, secret=SECRET)
+    return UpstreamMessageJudge(policy, granted, governs_server_requests=handshake, secrets=(SECRET,))
 
 
 def raw(message: dict[str, Any]) -> bytes:

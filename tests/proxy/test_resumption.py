@@ -11,7 +11,7 @@ import pytest
 
 from tests._mcp import HANDSHAKE, initialize_body, open_session, post_headers
 from tests._stack import Stack, gateway_stack
-from tests.proxy._support import Event, call_body, messages_until_response, read_events
+from tests.proxy._support import Event, call_body, messages_until_response, read_events, spellings_of_the_same_bytes
 
 pytestmark = pytest.mark.anyio
 
@@ -137,6 +137,46 @@ async def test_another_principal_cannot_resume_a_stream_with_an_event_id_it_saw_
     assert [a.status_code for a in attempts] == [400, 400, 400]
     assert all("alice's secret" not in a.text for a in attempts)
     assert len(stack.tap.requests) == forwarded
+
+
+async def test_non_canonical_last_event_id_spelling_was_not_issued_in_this_session(stack: Stack) -> None:
+    # SECURITY.md "Identifiers the gateway issues have one accepted spelling": the relayed event id's tag
+    # spelt another way (standard alphabet, padding, a space) is an id this session was never given.
+    token = stack.token()
+    async with httpx2.AsyncClient(timeout=10) as http:
+        with anyio.fail_after(30):
+            session = await open_session(http, stack.mcp_url(), token)
+            for request_id in range(2, 60):  # until a tag holds - or _, so the standard spelling differs
+                answered = await http.post(
+                    stack.mcp_url(),
+                    headers=post_headers(token, version=HANDSHAKE, session=session),
+                    json=call_body("echo", {"message": "mine"}, request_id=request_id),
+                )
+                event_id = next(line for line in answered.text.splitlines() if line.startswith("id: "))[4:]
+                if "-" in event_id.rpartition(".")[2] or "_" in event_id.rpartition(".")[2]:
+                    break
+            upstream_id, _, tag = event_id.rpartition(".")
+            variants = {
+                kind: f"{upstream_id}.{variant}"
+                for kind, variant in spellings_of_the_same_bytes(tag).items()
+                if variant.isascii() and variant.isprintable() and variant == variant.strip()
+            }
+            assert {"extra-padding", "standard-alphabet", "space-inside"} <= variants.keys()
+            forwarded = len(stack.tap.requests)
+            attempts = {
+                kind: await http.get(stack.mcp_url(), headers=_resume_headers(token, session, variant))
+                for kind, variant in variants.items()
+            }
+            refused_forwarded = len(stack.tap.requests)
+            async with http.stream("GET", stack.mcp_url(), headers=_resume_headers(token, session, event_id)) as same:
+                canonical_status = same.status_code
+    assert {kind: a.status_code for kind, a in attempts.items()} == dict.fromkeys(variants, 400)
+    assert all(
+        a.json()["error"]["message"] == "Bad Request: Last-Event-ID was not issued in this session"
+        for a in attempts.values()
+    )
+    assert refused_forwarded == forwarded
+    assert canonical_status == 200  # the id as it was relayed still resumes
 
 
 async def test_resumed_stream_ends_with_its_response_before_other_sessions_replayed_events(stack: Stack) -> None:

@@ -15,7 +15,7 @@ from mcp_gateway.errors import RateLimited, SessionNotFound
 from mcp_gateway.proxy.sessions import SessionClaims, SessionLedger, SessionSealer, principal_fingerprint
 from tests._mcp import HANDSHAKE, initialize_body, open_session, post_headers
 from tests._stack import Stack, gateway_stack
-from tests.proxy._support import call_body, json_error, sdk_client
+from tests.proxy._support import WatchedAuditSink, call_body, json_error, sdk_client, spellings_of_the_same_bytes
 
 KEY = bytes(range(32))
 ALICE = principal_fingerprint("issuer|agent-a|user-a")
@@ -84,6 +84,45 @@ def test_sealed_id_from_another_key_is_session_not_found() -> None:
 def test_garbage_session_id_is_session_not_found(garbage: str) -> None:
     with pytest.raises(SessionNotFound):
         SessionSealer(KEY).open(garbage, server="everything", principal=ALICE)
+
+
+def _sealed_with_every_variant_kind(sealer: SessionSealer) -> str:
+    """A sealed id whose spellings include `+`/`/` and unused trailing bits (the nonce is random)."""
+    for attempt in range(500):
+        sealed = sealer.seal(_claims("u" * (attempt % 3 + 1)))
+        raw_length = len(base64.urlsafe_b64decode(sealed + "=" * (-len(sealed) % 4)))
+        if "-" in sealed and "_" in sealed and raw_length % 3:
+            return sealed
+    raise AssertionError("no sealed id with both - and _ in 500 tries")
+
+
+# SECURITY.md "Identifiers the gateway issues have one accepted spelling".
+def test_non_canonical_spellings_of_a_sealed_session_id_are_session_not_found() -> None:
+    sealer = SessionSealer(KEY)
+    sealed = _sealed_with_every_variant_kind(sealer)
+    variants = spellings_of_the_same_bytes(sealed)
+    assert {"padded", "standard-alphabet", "other-trailing-bits"} <= variants.keys()
+    for variant in variants.values():
+        with pytest.raises(SessionNotFound):
+            sealer.open(variant, server="everything", principal=ALICE)
+        # A fresh sealer (no cache of opened ids) refuses it too: the AEAD alone would have accepted it.
+        with pytest.raises(SessionNotFound):
+            SessionSealer(KEY).open(variant, server="everything", principal=ALICE)
+    assert sealer.open(sealed, server="everything", principal=ALICE).upstream_session_id.startswith("u")
+
+
+def test_non_canonical_spellings_of_a_relayed_event_id_do_not_untag() -> None:
+    event_ids = SessionSealer(KEY).event_ids(_claims())
+    # An upstream id whose tag holds both - and _, so the standard-alphabet spelling differs.
+    tags = (event_ids.tag(str(n).encode()) for n in range(10_000))
+    tagged = next(t for t in tags if b"-" in t.rpartition(b".")[2] and b"_" in t.rpartition(b".")[2])
+    event_id, _, mac = tagged.decode().rpartition(".")
+    assert event_ids.untag(tagged) == event_id.encode()
+    variants = spellings_of_the_same_bytes(mac)
+    assert "standard-alphabet" in variants  # a 96-bit MAC has no padding and no unused bits to vary
+    for kind, variant in variants.items():
+        presented = f"{event_id}.{variant}".encode()
+        assert event_ids.untag(presented) is None, kind
 
 
 def test_event_id_tagged_in_a_session_untags_in_that_session_only() -> None:
@@ -169,7 +208,7 @@ def test_ledger_closing_an_unknown_session_is_harmless() -> None:
 
 @pytest.fixture(scope="module")
 async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    audit = MemoryAuditSink()
+    audit = WatchedAuditSink()
     async with gateway_stack(tmp_path_factory.mktemp("sessions"), audit=audit) as stack:
         stack.extra["audit"] = audit
         yield stack
@@ -219,6 +258,57 @@ async def test_unknown_session_id_is_404(stack: Stack, http: httpx2.AsyncClient,
     assert response.status_code == 404
     assert json_error(response)["message"] == "Session not found"
     assert len(stack.tap.requests) == forwarded
+
+
+@pytest.mark.anyio
+async def test_non_canonical_session_id_spelling_is_unknown_404(stack: Stack, http: httpx2.AsyncClient) -> None:
+    # SECURITY.md "Identifiers the gateway issues have one accepted spelling": the same sealed bytes spelt
+    # another way are an unknown session, so every call the audit shows for a session carries one id.
+    audit: WatchedAuditSink = stack.extra["audit"]
+    token = stack.token()
+    with anyio.fail_after(30):
+        for _ in range(20):  # the nonce is random: find an id whose standard-alphabet spelling differs
+            session = await open_session(http, stack.mcp_url(), token)
+            if "-" in session or "_" in session:
+                break
+        headers = post_headers(token, version=HANDSHAKE, session=session)
+        accepted = [
+            await http.post(stack.mcp_url(), headers=headers, json=call_body("echo", {"message": f"call {n}"}, n))
+            for n in (2, 3)
+        ]
+        # Only what an HTTP header can carry: no CR/LF, no leading or trailing whitespace, ASCII.
+        variants = {
+            kind: variant
+            for kind, variant in spellings_of_the_same_bytes(session).items()
+            if variant.isascii() and variant.isprintable() and variant == variant.strip()
+        }
+        assert {"padded", "standard-alphabet", "space-inside"} <= variants.keys()
+        forwarded = len(stack.tap.requests)
+        refused = {
+            kind: await http.post(
+                stack.mcp_url(),
+                headers=post_headers(token, version=HANDSHAKE, session=variant),
+                json=call_body("echo", {"message": "other spelling"}, 4),
+            )
+            for kind, variant in variants.items()
+        }
+        # Intents are written before anything is forwarded; outcomes may land just after the answer.
+        intents = [r for r in audit.records if r.phase == "intent" and r.tool == "echo" and r.session_id == session]
+        outcomes = [
+            (await audit.wait_for(lambda r, i=intent: r.phase == "outcome" and r.event_id == i.event_id))[0]
+            for intent in intents
+        ]
+    assert [response.status_code for response in accepted] == [200, 200]
+    assert {kind: response.status_code for kind, response in refused.items()} == dict.fromkeys(variants, 404)
+    assert all(json_error(response)["message"] == "Session not found" for response in refused.values())
+    assert len(stack.tap.requests) == forwarded
+    assert all("other spelling" not in raw.decode("latin-1") for _, _, raw in stack.tap.requests)
+    # The audit names both accepted calls by the canonical id, so a query by session finds them all;
+    # the refused spellings opened no session, so no call is recorded under them as a session's.
+    # (Outcome records name their call by event id; queries join them to the intent.)
+    assert len(intents) == 2
+    assert [r.outcome for r in outcomes] == ["ok", "ok"]
+    assert not [r for r in audit.records if r.session_id in variants.values() and r.phase == "intent"]
 
 
 @pytest.mark.anyio

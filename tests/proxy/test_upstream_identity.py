@@ -14,8 +14,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from mcp_gateway.audit.sink import MemoryAuditSink
-from mcp_gateway.pins import tool_sha256
-from mcp_gateway.upstream.pinning import spki_sha256
+from mcp_gateway.identity.tls_pins import spki_sha256
+from mcp_gateway.identity.tool_pins import tool_sha256
 from tests._mcp import MODERN_META, modern_headers
 from tests._stack import gateway_stack
 from tests.proxy._support import read_body

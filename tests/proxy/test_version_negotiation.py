@@ -13,7 +13,7 @@ import anyio
 import httpx2
 import pytest
 
-from mcp_gateway.proxy.asgi import Receive, Scope, Send
+from mcp_gateway.transport.asgi import Receive, Scope, Send
 from tests._mcp import HANDSHAKE, initialize_body, post_headers
 from tests._stack import gateway_stack
 from tests.proxy._support import ScriptedUpstream, call_body, json_error, messages_until_response, send_raw

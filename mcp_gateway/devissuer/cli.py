@@ -37,8 +37,8 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
 def run_issuer(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from mcp_gateway.auth.issuer import create_issuer_app
-    from mcp_gateway.auth.issuer_config import load_issuer_config
+    from mcp_gateway.devissuer.config import load_issuer_config
+    from mcp_gateway.devissuer.server import create_issuer_app
 
     try:
         config = load_issuer_config(args.config)
@@ -51,8 +51,8 @@ def run_issuer(args: argparse.Namespace) -> int:
 
 
 def print_token(args: argparse.Namespace) -> int:
-    from mcp_gateway.auth.issuer import TokenRequestError, mint_token
-    from mcp_gateway.auth.issuer_config import load_issuer_config
+    from mcp_gateway.devissuer.config import load_issuer_config
+    from mcp_gateway.devissuer.server import TokenRequestError, mint_token
 
     try:
         config = load_issuer_config(args.issuer_config)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from mcp_gateway.pins import check_tool, tool_sha256
+from mcp_gateway.identity.tool_pins import check_tool, tool_sha256
 
 ECHO = {
     "name": "echo",

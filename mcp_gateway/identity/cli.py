@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 import httpx2
 
 from mcp_gateway.config import GatewayConfig, ServerEntry, load_config
-from mcp_gateway.pins import tool_sha256
-from mcp_gateway.upstream.pinning import spki_sha256
+from mcp_gateway.identity.tls_pins import spki_sha256
+from mcp_gateway.identity.tool_pins import tool_sha256
 
 _PROTOCOL = "2025-11-25"
 

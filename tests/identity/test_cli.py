@@ -10,7 +10,7 @@ import trustme
 
 from mcp_gateway.cli import main
 from mcp_gateway.config import load_config
-from mcp_gateway.pins import tool_sha256
+from mcp_gateway.identity.tool_pins import tool_sha256
 from tests._servers import serve_asgi
 
 pytestmark = pytest.mark.anyio
@@ -74,7 +74,7 @@ async def test_pin_records_the_tls_key_of_an_https_upstream(tmp_path: Path, caps
     from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding
 
-    from mcp_gateway.upstream.pinning import spki_sha256
+    from mcp_gateway.identity.tls_pins import spki_sha256
 
     der = x509.load_pem_x509_certificate(leaf.cert_chain_pems[0].bytes()).public_bytes(Encoding.DER)
     assert f"~ tls key: presented {spki_sha256(der)}" in capsys.readouterr().out

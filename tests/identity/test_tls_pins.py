@@ -11,7 +11,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from mcp_gateway.errors import UpstreamIdentityError
-from mcp_gateway.upstream.pinning import spki_sha256, spki_verifier
+from mcp_gateway.identity.tls_pins import spki_sha256, spki_verifier
 
 
 def _der(cert: trustme.LeafCert) -> bytes:

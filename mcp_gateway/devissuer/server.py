@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from mcp_gateway.auth.issuer_config import IssuerClient, IssuerConfig
+from mcp_gateway.devissuer.config import IssuerClient, IssuerConfig
 
 logger = logging.getLogger(__name__)
 

@@ -19,14 +19,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from mcp_gateway.auth.bearer import bearer_token
-from mcp_gateway.auth.issuer import TokenRequestError, create_issuer_app, mint_token
-from mcp_gateway.auth.issuer_config import IssuerConfig, load_issuer_config
 from mcp_gateway.auth.verifier import TokenVerifier, build_verifier
 from mcp_gateway.config import AuthConfig
+from mcp_gateway.devissuer.config import IssuerConfig, load_issuer_config
+from mcp_gateway.devissuer.server import TokenRequestError, create_issuer_app, mint_token
 from mcp_gateway.errors import AuthError, InvalidToken
+from tests.auth._support import FakeClock
 
-from ._issuer_support import AGENT_SECRET, BOT_SECRET, ISSUER_URL, HostRouter, write_issuer_toml
-from ._support import FakeClock
+from ._support import AGENT_SECRET, BOT_SECRET, ISSUER_URL, HostRouter, write_issuer_toml
 
 pytestmark = pytest.mark.anyio
 
@@ -272,7 +272,7 @@ async def test_the_issuer_logs_a_development_only_warning_when_it_starts(
     issuer_config: IssuerConfig, caplog: pytest.LogCaptureFixture
 ) -> None:
     app = create_issuer_app(issuer_config)
-    with caplog.at_level(logging.WARNING, logger="mcp_gateway.auth.issuer"):
+    with caplog.at_level(logging.WARNING, logger="mcp_gateway.devissuer.server"):
         async with app.router.lifespan_context(app):
             pass
     assert "DEVELOPMENT ONLY" in caplog.text

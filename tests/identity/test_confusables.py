@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from mcp_gateway.config import load_config
-from mcp_gateway.confusables import confusable, confusable_pairs
 from mcp_gateway.errors import ConfigError
+from mcp_gateway.identity.confusables import confusable, confusable_pairs
 
 
 @pytest.mark.parametrize(

@@ -11,11 +11,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from mcp_gateway.auth.issuer_config import IssuerClient, SigningAlgorithm, load_issuer_config, signing_key
+from mcp_gateway.devissuer.config import IssuerClient, SigningAlgorithm, load_issuer_config, signing_key
 from mcp_gateway.errors import ConfigError
+from tests.auth._support import rsa_key
 
-from ._issuer_support import AGENT_SECRET, BOT_SECRET, write_issuer_toml
-from ._support import rsa_key
+from ._support import AGENT_SECRET, BOT_SECRET, write_issuer_toml
 
 RFC7638_N = (
     "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjh"

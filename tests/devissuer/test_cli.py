@@ -7,14 +7,14 @@ import anyio
 import httpx2
 import pytest
 
-from mcp_gateway.auth.cli import add_commands
-from mcp_gateway.auth.issuer import create_issuer_app
-from mcp_gateway.auth.issuer_config import load_issuer_config
 from mcp_gateway.auth.verifier import build_verifier
 from mcp_gateway.config import AuthConfig
+from mcp_gateway.devissuer.cli import add_commands
+from mcp_gateway.devissuer.config import load_issuer_config
+from mcp_gateway.devissuer.server import create_issuer_app
+from tests.auth._support import FakeClock
 
-from ._issuer_support import ISSUER_URL, HostRouter, write_issuer_toml
-from ._support import FakeClock
+from ._support import ISSUER_URL, HostRouter, write_issuer_toml
 
 RESOURCE = "http://127.0.0.1:8080/everything/mcp"
 
