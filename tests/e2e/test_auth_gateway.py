@@ -560,7 +560,7 @@ async def test_identity_claims_with_control_characters_are_refused_with_401i_nam
                 response = await world.http.post(
                     world.url,
                     json=tool_call("echo", {"message": "hi"}),
-                    headers=modern_headers("tools/call", "echo", token=token),
+                    headers=modern_headers(token, "tools/call", "echo"),
                 )
             case = f"{claim} {family}"
             try:
@@ -583,9 +583,7 @@ async def test_identity_claims_with_control_characters_are_refused_with_401i_nam
         accepted = await world.http.post(
             world.url,
             json=tool_call("echo", {"message": "hi"}),
-            headers=modern_headers(
-                "tools/call", "echo", token=issuer_signed(stack, claims_for(stack, sub="Jos\u00e9"))
-            ),
+            headers=modern_headers(issuer_signed(stack, claims_for(stack, sub="Jos\u00e9")), "tools/call", "echo"),
         )
     assert accepted.status_code == 200, accepted.text[:300]
     recorded = json.dumps(await audit_rows(stack), ensure_ascii=False)
