@@ -19,8 +19,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-from mcp_gateway.audit.sink import AuditSink, NullAuditSink
-from mcp_gateway.audit.sqlite import SQLiteAuditSink
+from mcp_gateway.audit.sink import AuditSink
+from mcp_gateway.audit.stores import open_audit_store
 from mcp_gateway.audit.summary import RefusalSummarizer
 from mcp_gateway.auth.verifier import TokenVerifier, build_verifier
 from mcp_gateway.config import GatewayConfig, random_session_key
@@ -67,8 +67,9 @@ class Gateway:
         self.http_client = http_client
         self.hierarchy = ScopeHierarchy(config.scope_implications)
         self.routes: dict[str, Route] = build_routes(config, self.hierarchy, secrets=env, pools=pools)
-        self._route_paths = {f"/{name}/mcp": route for name, route in self.routes.items()}
-        self._metadata = {f"{_WELL_KNOWN}{name}/mcp": self._metadata_document(r) for name, r in self.routes.items()}
+        self._route_paths: dict[str, Route] = {}
+        self._metadata: dict[str, dict[str, Any]] = {}
+        self.swap_routes(self.routes)
         self.recorder = CallRecorder(
             config, audit, RefusalSummarizer(window_seconds=config.audit.unauthenticated_summary_seconds)
         )
@@ -94,6 +95,15 @@ class Gateway:
         # Labelled children looked up once, not per request (`labels()` validates and locks each time).
         self._latency = {name: self.latency.labels(name) for name in self.routes}
         self._counters: dict[tuple[str, str, int], Any] = {}
+
+    def swap_routes(self, routes: dict[str, Route]) -> None:
+        """Serve `routes` from the next request on; requests already running keep the routes they began with.
+
+        Each map is replaced by one assignment, so a request never sees half of an old and half of a new set.
+        """
+        self._metadata = {f"{_WELL_KNOWN}{name}/mcp": self._metadata_document(r) for name, r in routes.items()}
+        self._route_paths = {f"/{name}/mcp": route for name, route in routes.items()}
+        self.routes = routes
 
     def _count(self, server: str, method: str, status: int) -> None:
         key = (server, method, status)
@@ -143,7 +153,10 @@ class Gateway:
                     # The HTTP method is the client's: label only the ones served, so series stay bounded.
                     http_method = scope["method"] if scope["method"] in _SERVED_METHODS else "other"
                     self._count(route.name, http_method, status)
-                    self._latency[route.name].observe(time.perf_counter() - started)
+                    latency = self._latency.get(route.name)
+                    if latency is None:  # a route added by swap_routes
+                        latency = self._latency[route.name] = self.latency.labels(route.name)
+                    latency.observe(time.perf_counter() - started)
                 return
             await self._other(path, scope, receive, send)
         elif kind == "lifespan":
@@ -249,22 +262,21 @@ class _AuditCollector(Collector):
         healthy = GaugeMetricFamily("mcp_gateway_audit_healthy", "1 if the audit store's last write succeeded")
         healthy.add_metric([], 1.0 if self.sink.healthy else 0.0)
         metrics: list[Metric] = [healthy]
-        if isinstance(self.sink, SQLiteAuditSink):
-            stats = self.sink.stats
-            for name, value, text in (
-                ("records_appended", stats.appended, "Audit records committed"),
-                ("commits", stats.commits, "Audit transactions committed (records / commits = group size)"),
-                ("failed_batches", stats.failed_batches, "Audit transactions that could not be written"),
-                ("records_rejected", stats.rejected, "Audit records refused before writing (bad field values)"),
-                ("records_lost", stats.lost, "Outcome and event records that were never written"),
-                ("queue_full", stats.queue_full, "Tool calls refused because the audit queue was full"),
-            ):
-                counter = CounterMetricFamily(f"mcp_gateway_audit_{name}", text)
-                counter.add_metric([], float(value))
-                metrics.append(counter)
-            depth = GaugeMetricFamily("mcp_gateway_audit_queue_depth", "Audit records waiting to be written")
-            depth.add_metric([], float(stats.queue_depth))
-            metrics.append(depth)
+        stats = self.sink.stats
+        for name, value, text in (
+            ("records_appended", stats.appended, "Audit records committed"),
+            ("commits", stats.commits, "Audit transactions committed (records / commits = group size)"),
+            ("failed_batches", stats.failed_batches, "Audit transactions that could not be written"),
+            ("records_rejected", stats.rejected, "Audit records refused before writing (bad field values)"),
+            ("records_lost", stats.lost, "Outcome and event records that were never written"),
+            ("queue_full", stats.queue_full, "Tool calls refused because the audit queue was full"),
+        ):
+            counter = CounterMetricFamily(f"mcp_gateway_audit_{name}", text)
+            counter.add_metric([], float(value))
+            metrics.append(counter)
+        depth = GaugeMetricFamily("mcp_gateway_audit_queue_depth", "Audit records waiting to be written")
+        depth.add_metric([], float(stats.queue_depth))
+        metrics.append(depth)
         return metrics
 
 
@@ -302,6 +314,7 @@ def create_app(
     clock: Callable[[], float] = time.time,
     pools: Mapping[str, UpstreamPool] | None = None,
     secrets: Mapping[str, str] | None = None,
+    limits: LimitStore | None = None,
     tune_gc: bool = False,
 ) -> Gateway:
     """Build the gateway from a loaded config; every seam can be injected for tests.
@@ -315,11 +328,7 @@ def create_app(
         http_client = http_client or httpx2.AsyncClient(follow_redirects=False)
         verifier = build_verifier(config.auth, http_client=http_client, clock=clock, secrets=secrets or os.environ)
     if audit is None:
-        if config.audit.enabled:
-            audit = SQLiteAuditSink(config.path_for(config.audit.database), synchronous=config.audit.synchronous)
-        else:
-            logger.warning("AUDIT IS DISABLED ([audit] enabled = false): no tool call will be recorded")
-            audit = NullAuditSink()
+        audit = open_audit_store(config)  # `[audit]` picks the store; `enabled = false` gives a NullAuditSink
     return Gateway(
         config,
         verifier=verifier,
@@ -328,5 +337,6 @@ def create_app(
         clock=clock,
         pools=pools,
         secrets=secrets,
+        limits=limits,
         tune_gc=tune_gc,
     )

@@ -77,6 +77,7 @@ class AuditConfig(BaseModel):
 
     enabled: bool = True  # false → no audit trail at all (benchmark baselines only; logged loudly)
     database: str = "audit.db"
+    url: str | None = None  # a shared store's URL; its scheme picks the store (audit/stores.py). Absent: database
     # "full": fsync every group commit (survives power loss); "normal": WAL without fsync per commit
     # (survives a crashed or killed process, not power loss) — SQLite's own durability trade-off.
     synchronous: Literal["full", "normal"] = "full"

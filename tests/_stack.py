@@ -172,10 +172,12 @@ async def gateway_stack(
     secrets: Mapping[str, str] | None = None,
     clients: Mapping[str, Sequence[str]] | None = None,
     upstream_tls: tuple[str, str] | None = None,
+    **app_options: Any,
 ) -> AsyncIterator[Stack]:
     """Start issuer, upstream and gateway; `allowlist` is the body of `[servers.everything]`.
 
-    `upstream_tls` = (certfile, keyfile) serves the upstream over https (pins go in `server_extra`).
+    `upstream_tls` = (certfile, keyfile) serves the upstream over https (pins go in `server_extra`);
+    `app_options` go to `create_app` (seams such as `limits`).
     """
     from examples.everything_server import build_app
 
@@ -208,7 +210,7 @@ async def gateway_stack(
             f'[audit]\ndatabase = "audit.db"\n'
         )
         config = load_config(directory / "gateway.toml")
-        app = create_app(config, audit=audit, secrets=secrets if secrets is not None else {})
+        app = create_app(config, audit=audit, secrets=secrets if secrets is not None else {}, **app_options)
         async with _serve_on(app, gateway_sock, http="httptools"):
             yield Stack(
                 config=config,

@@ -28,7 +28,7 @@ from cryptography.x509.oid import NameOID
 from jwt.algorithms import ECAlgorithm
 
 import tests._stack as stack_module
-from mcp_gateway.audit.query import query
+from mcp_gateway.audit.sqlite import SQLiteAuditReader
 from mcp_gateway.devissuer.server import create_issuer_app
 from tests._jws import jws
 from tests._mcp import MODERN_META
@@ -152,7 +152,7 @@ async def audit_rows(stack: Stack) -> list[dict[str, Any]]:
     flush = getattr(stack.app.audit, "flush", None)
     if flush is not None:
         await flush()
-    return list(query(stack.config.path_for(stack.config.audit.database)))
+    return list(SQLiteAuditReader(stack.config.path_for(stack.config.audit.database)).query())
 
 
 # --- tokens ----------------------------------------------------------------------------------------

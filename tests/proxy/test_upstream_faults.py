@@ -359,3 +359,30 @@ async def test_a_list_result_with_a_lone_surrogate_is_relayed_as_valid_json_not_
     (tool,) = response.json()["result"]["tools"]
     assert tool["description"] == "odd \ud800 text"
     response.content.decode("utf-8")  # well-formed UTF-8: the surrogate travels as an escape
+
+
+def _redirect(status: int) -> Script:
+    async def answer(scope: Scope, receive: Receive, send: Send, body: dict[str, Any]) -> None:
+        # A redirect whose body is a perfectly valid answer: neither may reach the client.
+        payload = json.dumps(result_for(body, SECRET)).encode()
+        await send_raw(send, status, payload, headers=[(b"location", b"http://attacker.invalid/mcp")])
+
+    return answer
+
+
+for _status in (301, 302, 303, 307, 308):
+    script(f"redirect_{_status}")(_redirect(_status))
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+async def test_upstream_redirects_are_neither_followed_nor_relayed(stack: Stack, status: int) -> None:
+    upstream: ScriptedUpstream = stack.extra["upstream"]
+    before = len(upstream.bodies)
+    response = await call(stack, f"redirect_{status}")
+    assert_bad_gateway(response, f"Bad Gateway: the upstream redirected ({status}); the gateway follows no redirects")
+    assert "location" not in response.headers
+    assert len(upstream.bodies) == before + 1  # asked once, never at the Location
+    audit: MemoryAuditSink = stack.extra["audit"]
+    (record,) = [r for r in audit.records if r.tool == f"redirect_{status}" and r.phase == "outcome"]
+    assert (record.outcome, record.http_status) == ("upstream_error", 502)
+    assert record.detail is not None and json.loads(record.detail) == {"error": "upstream_redirect"}
