@@ -12,7 +12,8 @@ import pytest
 
 from mcp_gateway.audit.sink import MemoryAuditSink
 from mcp_gateway.errors import RateLimited, SessionNotFound
-from mcp_gateway.proxy.sessions import SessionClaims, SessionLedger, SessionSealer, principal_fingerprint
+from mcp_gateway.limits.sessions import SessionLedger
+from mcp_gateway.proxy.sessions import SessionClaims, SessionSealer, principal_fingerprint
 from tests._mcp import HANDSHAKE, initialize_body, open_session, post_headers
 from tests._stack import Stack, gateway_stack
 from tests.proxy._support import WatchedAuditSink, call_body, json_error, sdk_client, spellings_of_the_same_bytes
@@ -190,8 +191,8 @@ def test_ledger_frees_a_place_when_a_session_ends_or_expires() -> None:
     with pytest.raises(RateLimited):
         ledger.reserve(ALICE, 100.0)
     ledger.reserve(ALICE, 101.0)  # s2 is 100 s old: expired, no longer counted
-    assert ledger.expired(SessionClaims("everything", "s2", ALICE, 1), 101.0)
-    assert not ledger.expired(SessionClaims("everything", "s2", ALICE, 1), 100.5)
+    assert SessionClaims("everything", "s2", ALICE, 1).expired(101.0, max_age_seconds=100)
+    assert not SessionClaims("everything", "s2", ALICE, 1).expired(100.5, max_age_seconds=100)
 
 
 def test_ledger_closing_an_unknown_session_is_harmless() -> None:
