@@ -31,11 +31,6 @@ default_scopes = ["tools:call"]
 """
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class CountedSink(MemoryAuditSink):
     """A store that reports a different number for every counter, so each metric's source shows."""
 

@@ -27,11 +27,6 @@ BROKEN = re.compile(r"audit log BROKEN at seq (\d+): (.*)")
 
 
 @pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"  # module scope: one gateway run produces the log every test tampers with a copy of
-
-
-@pytest.fixture(scope="module")
 async def pristine(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Path]:
     """An audit database written by a real gateway: allowed calls, a step-up refusal, a 401, a denial."""
     directory = tmp_path_factory.mktemp("pristine")

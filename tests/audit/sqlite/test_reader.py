@@ -5,31 +5,19 @@ import hashlib
 import io
 import json
 import sqlite3
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 
 from mcp_gateway.audit.chain import parse_record
 from mcp_gateway.audit.query import CONTRACT_FIELDS, OUTPUT_FIELDS, QueryFilters
 from mcp_gateway.audit.record import RECORD_FIELDS, AuditRecord, canonical_record_bytes, chain_hash, outcome_of
-from mcp_gateway.audit.sqlite import SQLiteAuditSink
 
-from ..conftest import BASE_TIME, make_record
+from ..conftest import BASE_TIME, make_record, write_records
 from ._log import export, query, verify
 
 pytestmark = pytest.mark.anyio
-
-
-async def write(path: Path, records: Sequence[AuditRecord]) -> None:
-    sink = SQLiteAuditSink(path)
-    with anyio.fail_after(10):
-        await sink.start()
-        for record in records:
-            await sink.append(record)
-        await sink.aclose()
 
 
 def call(t: float, outcome: str | None = "ok", **fields: Any) -> list[AuditRecord]:
@@ -65,7 +53,7 @@ async def log(tmp_path: Path) -> Path:
         ),
         *call(BASE_TIME + 240, delegating_user="bob@example.com", mcp_server="files", session_id="sess-2"),
     ]
-    await write(db, records)
+    await write_records(db, records)
     return db
 
 
@@ -89,7 +77,7 @@ async def test_integral_latencies_and_timestamps_come_back_as_floats(tmp_path: P
     # (and `--format json`) see 2 one time and 2.5 the next.
     db = tmp_path / "audit.db"
     intent = make_record(timestamp=float(int(BASE_TIME)))
-    await write(db, [intent, outcome_of(intent, outcome="ok", timestamp=intent.timestamp, latency_ms=2.0)])
+    await write_records(db, [intent, outcome_of(intent, outcome="ok", timestamp=intent.timestamp, latency_ms=2.0)])
     (row,) = query(db)
     assert type(row["latency_ms"]) is float and row["latency_ms"] == 2.0
     with sqlite3.connect(db) as conn:
@@ -105,7 +93,7 @@ async def test_an_outcome_row_prefers_the_outcomes_result_fields(tmp_path: Path)
     db = tmp_path / "audit.db"
     intent = make_record(decision="allow", detail=None)
     outcome = outcome_of(intent, outcome="upstream_error", timestamp=BASE_TIME + 1, http_status=502, detail='{"e":1}')
-    await write(db, [intent, outcome, dataclasses.replace(outcome, outcome="duplicate")])
+    await write_records(db, [intent, outcome, dataclasses.replace(outcome, outcome="duplicate")])
     (row,) = query(db)
     assert (row["outcome"], row["http_status"], row["detail"]) == ("upstream_error", 502, '{"e":1}')
 
