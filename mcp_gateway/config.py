@@ -138,7 +138,10 @@ class ServerEntry(BaseModel):
     rate_limits: RateLimits | None = None  # overrides the gateway-wide [rate_limits] for this server
     acknowledge_confusable: tuple[str, ...] = ()
     connect_timeout_seconds: float = Field(default=5.0, gt=0)
-    read_timeout_seconds: float = Field(default=300.0, gt=0)
+    # The longest silence between two bytes from the upstream (a progress notification is bytes): the official
+    # TypeScript SDK gives up after 60 s, and a hung upstream should not hold a pool connection for longer.
+    read_timeout_seconds: float = Field(default=60.0, gt=0)
+    max_call_seconds: float | None = Field(default=None, gt=0)  # a cap on one whole call, however chatty
     max_connections: int = Field(default=32, gt=0)
 
     @field_validator("url")
@@ -178,6 +181,32 @@ class ServerEntry(BaseModel):
         return value
 
 
+class LoggingConfig(BaseModel):
+    """`[logging]`: how the process logs (its own lines and uvicorn's)."""
+
+    model_config = _FROZEN
+
+    format: Literal["text", "json"] = "text"  # json: one object per line, with the request's event and trace ids
+    level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+
+
+class OtelConfig(BaseModel):
+    """`[otel]`: OpenTelemetry traces over OTLP/HTTP (needs the `mcp-gateway[otel]` extra). Absent: no tracing."""
+
+    model_config = _FROZEN
+
+    endpoint: str  # the OTLP/HTTP traces URL, e.g. http://collector:4318/v1/traces
+    service_name: str = "mcp-gateway"
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http_endpoint(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+        return value
+
+
 class GatewayConfig(BaseModel):
     """`gateway.toml` with its allowlist resolved."""
 
@@ -202,6 +231,11 @@ class GatewayConfig(BaseModel):
     idle_connection_seconds: float = Field(default=5.0, gt=0, le=86_400)
     max_connections: int = Field(default=1024, gt=0, le=1_000_000)
     trusted_proxies: tuple[str, ...] = ()
+    # SIGTERM: stop accepting, let calls in flight finish for this long, then cancel (and audit) the rest.
+    shutdown_grace_seconds: float = Field(default=20.0, ge=0, le=3600)
+    pid_file: str | None = "mcp-gateway.pid"  # written by `serve`, read by `reload`; relative to this file
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    otel: OtelConfig | None = None
     auth: AuthConfig | None = None
     audit: AuditConfig = Field(default_factory=AuditConfig)
     rate_limits: RateLimits = Field(default_factory=RateLimits)
@@ -209,6 +243,7 @@ class GatewayConfig(BaseModel):
     servers: Mapping[str, ServerEntry] = Field(default_factory=dict)
     base_dir: str = "."  # directory of gateway.toml; relative paths resolve against it
     policy_version: str = ""  # SHA-256 of the loaded allowlist file, recorded in audit records
+    config_file: str = ""  # the gateway.toml this was loaded from (what a reload re-reads)
 
     @field_validator("public_url")
     @classmethod
@@ -328,7 +363,7 @@ def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
     config_path = Path(path)
     source = _read_toml(config_path)
     data = dict(source.data)
-    for forbidden in ("servers", "base_dir", "policy_version"):
+    for forbidden in ("servers", "base_dir", "policy_version", "config_file"):
         if forbidden in data:
             raise ConfigError(source.file, forbidden, "not allowed here; servers belong in the allowlist file")
     base_dir = config_path.resolve().parent
@@ -339,7 +374,13 @@ def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
     servers, policy_version = load_allowlist(allowlist_path)
     try:
         return GatewayConfig.model_validate(
-            {**data, "servers": servers, "base_dir": str(base_dir), "policy_version": policy_version}
+            {
+                **data,
+                "servers": servers,
+                "base_dir": str(base_dir),
+                "policy_version": policy_version,
+                "config_file": str(config_path.resolve()),
+            }
         )
     except ValidationError as exc:
         _raise_validation(source.file, "", exc)

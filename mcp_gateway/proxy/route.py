@@ -86,6 +86,7 @@ def _make_pool(config: GatewayConfig, entry: ServerEntry) -> UpstreamPool:
         max_connections=entry.max_connections,
         connect_timeout=entry.connect_timeout_seconds,
         read_timeout=entry.read_timeout_seconds,
+        max_call_seconds=entry.max_call_seconds,
         max_header_bytes=config.max_header_bytes,
         max_body_bytes=config.max_body_bytes,
     )

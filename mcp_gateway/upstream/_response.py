@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from types import TracebackType
@@ -17,7 +18,7 @@ class UpstreamResponse:
     is then a no-op; it is still required, via `async with`, for every other path.
     """
 
-    __slots__ = ("_conn", "_give_back", "_max_body_bytes", "_read_timeout", "headers", "status")
+    __slots__ = ("_conn", "_deadline", "_give_back", "_max_body_bytes", "_read_timeout", "headers", "status")
 
     def __init__(
         self,
@@ -26,6 +27,7 @@ class UpstreamResponse:
         read_timeout: float,
         max_body_bytes: int,
         give_back: Callable[[Connection, bool], None],
+        deadline: float | None = None,
     ) -> None:
         self.status: int = conn.status
         self.headers: list[tuple[bytes, bytes]] = conn.headers
@@ -34,6 +36,7 @@ class UpstreamResponse:
         self._give_back: Callable[[Connection, bool], None] | None = give_back
         self._read_timeout = read_timeout
         self._max_body_bytes = max_body_bytes
+        self._deadline = deadline  # the loop time by which the whole call must be over (max_call_seconds)
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of the field `name` (lowercase), or None."""
@@ -130,8 +133,8 @@ class UpstreamResponse:
                 return conn.take_chunks()
             if conn.complete:
                 return None
-            if not await conn.wait(self._read_timeout):
-                raise UpstreamTimeout("upstream sent nothing within read_timeout")
+            if not await conn.wait(wait_limit(self._read_timeout, self._deadline)):
+                raise UpstreamTimeout("upstream sent nothing within read_timeout or max_call_seconds")
 
     def _release(self, *, reuse: bool) -> None:
         conn, give_back = self._conn, self._give_back
@@ -139,3 +142,10 @@ class UpstreamResponse:
             return
         self._conn = self._give_back = None
         give_back(conn, reuse)
+
+
+def wait_limit(read_timeout: float, deadline: float | None) -> float:
+    """How long the next wait for bytes may last: the read timeout, or less if the call's deadline is nearer."""
+    if deadline is None:
+        return read_timeout
+    return max(0.0, min(read_timeout, deadline - asyncio.get_running_loop().time()))

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from mcp_gateway.errors import UpstreamConnectError, UpstreamIdentityError, UpstreamTimeout
 from mcp_gateway.upstream._connection import Connection
 from mcp_gateway.upstream._request import check_path, encode_request, encode_request_line
-from mcp_gateway.upstream._response import UpstreamResponse
+from mcp_gateway.upstream._response import UpstreamResponse, wait_limit
 
 __all__ = ["UpstreamPool", "UpstreamResponse"]
 
@@ -45,6 +45,7 @@ class UpstreamPool:
         max_connections: int = 32,
         connect_timeout: float = 5.0,
         read_timeout: float = 60.0,
+        max_call_seconds: float | None = None,
         max_header_bytes: int = 64 * 1024,
         max_body_bytes: int = 16 * 1024 * 1024,
         verify_peer: Callable[[bytes], None] | None = None,
@@ -86,6 +87,7 @@ class UpstreamPool:
         self._max_connections = max_connections
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
+        self._max_call_seconds = max_call_seconds
         self._max_header_bytes = max_header_bytes
         self._max_body_bytes = max_body_bytes
         self._request_lines: dict[tuple[str, str], bytes] = {}
@@ -119,6 +121,9 @@ class UpstreamPool:
         # Encoded (and so validated) before a connection is taken: a refused header sends nothing.
         data = encode_request(request_line, headers, body)
         timeout = self._read_timeout if read_timeout is None else read_timeout
+        # max_call_seconds bounds the whole exchange, from here to the body's last byte, however chatty it is.
+        cap = self._max_call_seconds
+        deadline = None if cap is None else asyncio.get_running_loop().time() + cap
         conn = await self._acquire()
         if not conn.send(data, head_only=method == "HEAD"):
             # The upstream closed it while it was being handed to us and nothing was written, so one try on
@@ -130,13 +135,13 @@ class UpstreamPool:
             while not conn.head_done:
                 if conn.error is not None:
                     raise conn.error
-                if not await conn.wait(timeout):
-                    raise UpstreamTimeout("upstream sent no response head within read_timeout")
+                if not await conn.wait(wait_limit(timeout, deadline)):
+                    raise UpstreamTimeout("upstream sent no response head within read_timeout or max_call_seconds")
         except BaseException:
             self._release(conn, reuse=False)
             raise
         return UpstreamResponse(
-            conn, read_timeout=timeout, max_body_bytes=self._max_body_bytes, give_back=self._release
+            conn, read_timeout=timeout, max_body_bytes=self._max_body_bytes, give_back=self._release, deadline=deadline
         )
 
     async def aclose(self) -> None:
