@@ -65,6 +65,7 @@ class Gateway:
         self.verifier = verifier
         self.audit = audit
         self.http_client = http_client
+        self.secrets = env  # what credential sources resolve `*_env` against, again on a reload
         self.hierarchy = ScopeHierarchy(config.scope_implications)
         self.routes: dict[str, Route] = build_routes(config, self.hierarchy, secrets=env, pools=pools)
         self._route_paths: dict[str, Route] = {}

@@ -232,7 +232,7 @@ class GatewayConfig(BaseModel):
     max_connections: int = Field(default=1024, gt=0, le=1_000_000)
     trusted_proxies: tuple[str, ...] = ()
     # SIGTERM: stop accepting, let calls in flight finish for this long, then cancel (and audit) the rest.
-    shutdown_grace_seconds: float = Field(default=20.0, ge=0, le=3600)
+    shutdown_grace_seconds: int = Field(default=20, ge=0, le=3600)
     pid_file: str | None = "mcp-gateway.pid"  # written by `serve`, read by `reload`; relative to this file
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     otel: OtelConfig | None = None

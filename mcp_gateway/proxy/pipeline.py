@@ -203,6 +203,7 @@ class McpEndpoint:
         """The exchange, and what an upstream's 404 means for the session it was asked about."""
         route, principal = ctx.route, ctx.principal
         assert principal is not None
+        gone = False  # also when the exchange is cancelled (a drain), which the finally below must let through
         try:
             outcome = await self.exchange.run(route, leg, relay, ctx, receive, send)
         except UpstreamSessionGone:

@@ -9,12 +9,14 @@ import uvicorn
 
 from mcp_gateway.app import Gateway
 from mcp_gateway.config import GatewayConfig
+from mcp_gateway.reload import Reloader, status_file_for
 from mcp_gateway.transport.connections import (
     ConnectionCollector,
     ConnectionCounts,
     ConnectionLimits,
     guarded_protocol,
 )
+from mcp_gateway.transport.lifecycle import GatewayServer, StreamDrain
 
 logger = logging.getLogger("mcp_gateway")
 _SPARE_DESCRIPTORS = 256  # listening socket, upstream pools, audit store, logs
@@ -32,9 +34,12 @@ def build_server(
     _ensure_descriptors(2 * limits.max_connections + _SPARE_DESCRIPTORS)  # open + refused while draining
     counts = ConnectionCounts()
     app.registry.register(ConnectionCollector(counts, limits))
-    return uvicorn.Server(
+    pid_file = config.path_for(config.pid_file) if config.pid_file else None
+    reloader = Reloader(app, config, status_file=status_file_for(pid_file) if pid_file else None)
+    drain = StreamDrain(app)
+    return GatewayServer(
         uvicorn.Config(
-            app,
+            drain,
             host=host,
             port=port,
             loop="uvloop" if sys.platform != "win32" else "asyncio",
@@ -46,7 +51,11 @@ def build_server(
             # Our own public_url drives every URL we emit; X-Forwarded-* is not trusted by default.
             proxy_headers=bool(config.trusted_proxies),
             forwarded_allow_ips=list(config.trusted_proxies) or None,
-        )
+            timeout_graceful_shutdown=config.shutdown_grace_seconds,
+        ),
+        drain=drain,
+        pid_file=pid_file,
+        on_reload=reloader.reload,
     )
 
 
