@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", default="./gateway.toml", help="path to gateway.toml")
     serve.add_argument("--host", default=None, help="override the bind host")
     serve.add_argument("--port", type=int, default=None, help="override the bind port")
-    serve.add_argument("--log-level", default="info")
+    serve.add_argument("--log-level", default=None, help="override [logging] level")
     serve.set_defaults(func=_serve)
 
     check = sub.add_parser("check-config", help="load gateway.toml and the allowlist, report errors")

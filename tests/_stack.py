@@ -218,7 +218,9 @@ async def gateway_stack(
         app = create_app(config, audit=audit, secrets=secrets if secrets is not None else {}, **app_options)
         server = None
         if front_door:
-            server = build_server(app, config, host="127.0.0.1", port=gateway_port, log_level="warning")
+            server = build_server(
+                app, config, host="127.0.0.1", port=gateway_port, log_level="warning", configure_logging=False
+            )
             server.config.timeout_graceful_shutdown = 3
         async with _serve_on(app, gateway_sock, server, http="httptools"):
             yield Stack(

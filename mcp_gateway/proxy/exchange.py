@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,8 @@ from mcp_gateway.proxy.sessions import EventIds, SessionClaims
 from mcp_gateway.proxy.streaming import DisconnectWatch, RelayOptions, relay_response
 from mcp_gateway.transport.asgi import Headers, Receive, Send, respond
 from mcp_gateway.upstream.http11 import UpstreamResponse
+
+logger = logging.getLogger(__name__)
 
 # Request headers relayed upstream: an allowlist, so hop-by-hop headers, cookies, the client's
 # Authorization and forwarding headers are never passed on (MCP authorization §Token Passthrough).
@@ -138,6 +141,7 @@ class UpstreamExchange:
             # SECURITY.md: a different TLS key than pinned: nothing sent, audited as an identity mismatch.
             self.recorder.security_event(route, "identity_mismatch", {"error": str(exc)}, self.clock())
         status = exc.status_code
+        logger.warning("upstream %s failed: %s", route.name, type(exc).__name__)  # the message may name hosts only
         text = (
             "Gateway Timeout: the upstream did not answer in time"
             if status == 504

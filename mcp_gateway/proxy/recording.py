@@ -11,6 +11,7 @@ from mcp_gateway.audit.record import AuditRecord, arguments_digest, arguments_js
 from mcp_gateway.audit.sink import AuditSink, NullAuditSink
 from mcp_gateway.audit.summary import RefusalSummarizer
 from mcp_gateway.config import GatewayConfig
+from mcp_gateway.observe import context as log_ids
 from mcp_gateway.proxy.context import CallContext, Outcome
 from mcp_gateway.proxy.route import Route
 from mcp_gateway.transport.asgi import Scope
@@ -130,6 +131,7 @@ class CallRecorder:
         event_id = ctx.event_id
         if event_id is None:
             event_id = ctx.event_id = new_event_id()  # shared by the intent and outcome records
+            log_ids.event_id.set(event_id)  # and by this request's log lines
         return AuditRecord(
             phase=phase,  # type: ignore[arg-type]
             timestamp=ctx.timestamp,

@@ -6,9 +6,11 @@ import logging
 import sys
 
 import uvicorn
+from uvicorn.config import LOGGING_CONFIG
 
 from mcp_gateway.app import Gateway
 from mcp_gateway.config import GatewayConfig
+from mcp_gateway.observe.logs import Redactor, known_secrets, log_config
 from mcp_gateway.reload import Reloader, status_file_for
 from mcp_gateway.transport.connections import (
     ConnectionCollector,
@@ -23,9 +25,20 @@ _SPARE_DESCRIPTORS = 256  # listening socket, upstream pools, audit store, logs
 
 
 def build_server(
-    app: Gateway, config: GatewayConfig, *, host: str, port: int, log_level: str = "info"
+    app: Gateway,
+    config: GatewayConfig,
+    *,
+    host: str,
+    port: int,
+    log_level: str | None = None,
+    configure_logging: bool = True,
 ) -> uvicorn.Server:
-    """A server for `app` whose connections obey gateway.toml's limits and show up in `/metrics`."""
+    """A server for `app` whose connections obey gateway.toml's limits and show up in `/metrics`.
+
+    `configure_logging` applies `[logging]` to the whole process (uvicorn's lines included); `log_level`
+    overrides its level. Tests that serve inside pytest leave the process's logging alone.
+    """
+    settings = config.logging if log_level is None else config.logging.model_copy(update={"level": log_level.lower()})
     limits = ConnectionLimits(
         header_timeout=config.header_timeout_seconds,
         idle_timeout=config.idle_connection_seconds,
@@ -34,6 +47,7 @@ def build_server(
     _ensure_descriptors(2 * limits.max_connections + _SPARE_DESCRIPTORS)  # open + refused while draining
     counts = ConnectionCounts()
     app.registry.register(ConnectionCollector(counts, limits))
+    logs = log_config(settings, Redactor(known_secrets(config, app.secrets))) if configure_logging else LOGGING_CONFIG
     pid_file = config.path_for(config.pid_file) if config.pid_file else None
     reloader = Reloader(app, config, status_file=status_file_for(pid_file) if pid_file else None)
     drain = StreamDrain(app)
@@ -45,7 +59,8 @@ def build_server(
             loop="uvloop" if sys.platform != "win32" else "asyncio",
             http=guarded_protocol(limits, counts),
             lifespan="on",
-            log_level=log_level,
+            log_level=settings.level,
+            log_config=logs,
             access_log=False,
             server_header=False,
             # Our own public_url drives every URL we emit; X-Forwarded-* is not trusted by default.

@@ -1,0 +1,1 @@
+"""Observability: structured logs and OpenTelemetry traces, both off the hot path when not asked for."""
