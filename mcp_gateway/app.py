@@ -26,6 +26,7 @@ from mcp_gateway.auth.verifier import TokenVerifier, build_verifier
 from mcp_gateway.config import GatewayConfig, random_session_key
 from mcp_gateway.errors import ConfigError, HTTPError
 from mcp_gateway.limits import LimitStore, build_limit_store
+from mcp_gateway.observe.tracing import NO_TRACER, Tracer, build_tracer
 from mcp_gateway.policy.scopes import ScopeHierarchy
 from mcp_gateway.proxy.pipeline import McpEndpoint
 from mcp_gateway.proxy.recording import CallRecorder
@@ -58,9 +59,11 @@ class Gateway:
         secrets: Mapping[str, str] | None = None,
         limits: LimitStore | None = None,
         tune_gc: bool = False,
+        tracer: Tracer = NO_TRACER,
     ) -> None:
         env = secrets if secrets is not None else os.environ
         self.tune_gc = tune_gc
+        self.tracer = tracer  # NO_TRACER unless [otel]: then one span per MCP request (observe/tracing.py)
         self.config = config
         self.verifier = verifier
         self.audit = audit
@@ -148,9 +151,11 @@ class Gateway:
             if route is not None:
                 started = time.perf_counter()
                 status = 0  # what a request that raised is counted as
+                span = self.tracer.request(route.name, scope)
                 try:
                     status = await self.endpoint(route, scope, receive, send)
                 finally:
+                    span.end(status)
                     # The HTTP method is the client's: label only the ones served, so series stay bounded.
                     http_method = scope["method"] if scope["method"] in _SERVED_METHODS else "other"
                     self._count(route.name, http_method, status)
@@ -222,6 +227,7 @@ class Gateway:
         await self.limits.aclose()
         await self.verifier.aclose()
         await self.audit.aclose()
+        self.tracer.shutdown()
         if self.http_client is not None:
             await self.http_client.aclose()
 
@@ -317,6 +323,7 @@ def create_app(
     secrets: Mapping[str, str] | None = None,
     limits: LimitStore | None = None,
     tune_gc: bool = False,
+    tracer: Tracer | None = None,
 ) -> Gateway:
     """Build the gateway from a loaded config; every seam can be injected for tests.
 
@@ -340,4 +347,5 @@ def create_app(
         secrets=secrets,
         limits=limits,
         tune_gc=tune_gc,
+        tracer=tracer if tracer is not None else build_tracer(config.otel),
     )

@@ -12,6 +12,7 @@ from mcp_gateway.auth.principal import Principal
 from mcp_gateway.config import GatewayConfig
 from mcp_gateway.credentials import CredentialRequest
 from mcp_gateway.errors import UpstreamError, UpstreamIdentityError
+from mcp_gateway.observe import tracing
 from mcp_gateway.proxy import jsonrpc
 from mcp_gateway.proxy.context import ABORTED, CallContext, Outcome
 from mcp_gateway.proxy.era import Era
@@ -111,19 +112,22 @@ class UpstreamExchange:
         outcome = ABORTED
         async with DisconnectWatch(receive, send) as watch:
             try:
-                response = await self._request(route, leg, judge)
+                with tracing.step("upstream exchange", ctx):
+                    response = await self._request(route, leg, judge)
             except UpstreamError as exc:
                 outcome = await self._failed(route, watch.send, exc, state.request_id)
             else:
-                outcome = await relay_response(response, send=watch.send, judge=judge, state=state, options=options)
+                with tracing.step("relay", ctx):
+                    outcome = await relay_response(response, send=watch.send, judge=judge, state=state, options=options)
         if watch.disconnected:
             outcome = ABORTED
+        tracing.outcome(outcome)
         self._report_quarantines(route)
         return outcome
 
     async def _request(self, route: Route, leg: Leg, judge: UpstreamMessageJudge) -> UpstreamResponse:
         credentials = route.credentials
-        headers = [*leg.headers, *await credentials.headers(leg.credential)]
+        headers = tracing.outbound_headers([*leg.headers, *await credentials.headers(leg.credential)])
         # SECURITY.md: the injected credential never appears in responses: every live secret is redacted.
         judge.secrets = credentials.secrets
         response = await route.pool.request(leg.method, route.upstream_path, headers, leg.body)
@@ -131,7 +135,7 @@ class UpstreamExchange:
             # RFC 6750 §3.1: a 401 means the request was not executed, so it may be retried once with the
             # refreshed credential; a second 401 is relayed as the credential failure it is.
             await response.aclose()
-            headers = [*leg.headers, *await credentials.headers(leg.credential)]
+            headers = tracing.outbound_headers([*leg.headers, *await credentials.headers(leg.credential)])
             judge.secrets = credentials.secrets
             response = await route.pool.request(leg.method, route.upstream_path, headers, leg.body)
         return response

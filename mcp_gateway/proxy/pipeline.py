@@ -27,6 +27,7 @@ from mcp_gateway.errors import (
     UpstreamSessionGone,
 )
 from mcp_gateway.limits import LimitStore
+from mcp_gateway.observe.tracing import step
 from mcp_gateway.policy.decider import DecisionInput
 from mcp_gateway.policy.decision import Decision
 from mcp_gateway.policy.ratelimit import rate_limit_keys
@@ -105,7 +106,8 @@ class McpEndpoint:
         body = await read_body(receive, headers, self.config.max_body_bytes)
         msg = ctx.message = jsonrpc.classify(jsonrpc.parse_json(body))
         era = eras.post_era(headers, msg)
-        principal = await self._authenticate(route, headers, ctx)
+        with step("authenticate", ctx):
+            principal = await self._authenticate(route, headers, ctx)
         eras.check_request(headers, msg, era)
         jsonrpc.require_target(msg)
         initialize = msg.method == "initialize" and not era.modern
@@ -117,7 +119,8 @@ class McpEndpoint:
         audited = msg.method in AUDITED_METHODS
         if audited:
             # Fail closed: the intent record is durable before anything is forwarded (AuditUnavailable → 503).
-            await self.recorder.intent(ctx)
+            with step("audit intent", ctx):
+                await self.recorder.intent(ctx)
         if initialize:
             body = eras.negotiable_initialize(body, msg)
         leg = Leg("POST", upstream_headers(headers, claims, content_type=True), body, credential_request(ctx))
@@ -132,7 +135,8 @@ class McpEndpoint:
         """Judge a request: None when it may go on, else the outcome of the refusal already answered."""
         msg = ctx.message
         assert msg is not None and msg.method is not None
-        decision = ctx.decision = route.decider.decide(_decision_input(route, ctx, principal, era))
+        with step("decide", ctx):
+            decision = ctx.decision = route.decider.decide(_decision_input(route, ctx, principal, era))
         if decision.kind == "step_up":
             # MCP authorization §Scope Challenge Handling: 403 insufficient_scope naming the scopes
             # the current operation needs, sent before any byte of a response is committed.
@@ -226,7 +230,8 @@ class McpEndpoint:
         era = eras.stream_era(headers)
         if method == "GET":
             check_stream_accept(headers)
-        principal = await self._authenticate(route, headers, ctx)
+        with step("authenticate", ctx):
+            principal = await self._authenticate(route, headers, ctx)
         claims = await self._session(route, headers, principal, ctx)
         event_ids = self.sessions.event_ids(claims)
         leg = Leg(method, upstream_headers(headers, claims, content_type=False), b"", credential_request(ctx))
