@@ -47,10 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--config", default="./gateway.toml")
     check.set_defaults(func=_check)
 
-    from mcp_gateway import demo, reload
+    from mcp_gateway import demo, doctor, reload
 
     demo.add_commands(sub)
     reload.add_commands(sub)
+    doctor.add_commands(sub)
     from mcp_gateway.audit import cli as audit_cli
     from mcp_gateway.devissuer import cli as devissuer_cli
     from mcp_gateway.identity import cli as identity_cli
