@@ -15,7 +15,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from mcp_gateway.observe import context as log_ids
-from mcp_gateway.observe.tracing import Header, RequestSpan, current
+from mcp_gateway.observe.spans import Header, RequestSpan, current
 
 if TYPE_CHECKING:
     from mcp_gateway.config import OtelConfig

@@ -11,61 +11,19 @@ eight, measured in tests/observe/test_tracing.py). With `[otel]` the hooks go to
 from __future__ import annotations
 
 from collections.abc import MutableMapping, Sequence
-from contextvars import ContextVar
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mcp_gateway.errors import ConfigError
+from mcp_gateway.observe.spans import NO_SPAN, Header, RequestSpan, current
 
 if TYPE_CHECKING:
     from mcp_gateway.config import OtelConfig
     from mcp_gateway.proxy.context import CallContext, Outcome
 
-Header = tuple[bytes, bytes]
-
-
-class RequestSpan(Protocol):
-    """The span of one MCP request, as the hooks see it."""
-
-    def child(self, name: str, ctx: CallContext) -> RequestSpan: ...
-    def __enter__(self) -> RequestSpan: ...
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None: ...
-    def outcome(self, outcome: Outcome) -> None: ...
-    def outbound_headers(self, headers: list[Header]) -> list[Header]: ...
-    def end(self, status: int) -> None: ...
-
 
 class Tracer(Protocol):
     def request(self, server: str, scope: MutableMapping[str, Any]) -> RequestSpan: ...
     def shutdown(self) -> None: ...
-
-
-class _NoSpan:
-    """Every hook, doing nothing: what the hot path runs when tracing is off."""
-
-    __slots__ = ()
-
-    def child(self, name: str, ctx: CallContext) -> _NoSpan:
-        return self
-
-    def __enter__(self) -> _NoSpan:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        return None
-
-    def outcome(self, outcome: Outcome) -> None:
-        return None
-
-    def outbound_headers(self, headers: list[Header]) -> list[Header]:
-        return headers
-
-    def end(self, status: int) -> None:
-        return None
 
 
 class _NoTracer:
@@ -78,9 +36,7 @@ class _NoTracer:
         return None
 
 
-NO_SPAN = _NoSpan()
 NO_TRACER: Tracer = _NoTracer()
-current: ContextVar[RequestSpan] = ContextVar("mcp_gateway_request_span", default=NO_SPAN)
 
 
 def step(name: str, ctx: CallContext) -> RequestSpan:
