@@ -32,6 +32,9 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     demo.add_argument("--gateway-port", type=int, default=8080)
     demo.add_argument("--issuer-port", type=int, default=9000)
     demo.add_argument("--upstream-port", type=int, default=3001)
+    demo.add_argument(
+        "--show-delegation", action="store_true", help="make one whoami call through the gateway and print it"
+    )
     demo.add_argument("--config", default=None, help="unused; accepted like every other subcommand")
     demo.set_defaults(func=run_demo)
 
@@ -46,7 +49,13 @@ def write_demo_files(directory: Path, *, gateway_port: int, issuer_port: int, up
         client_secret = secrets.token_urlsafe(24)
         secret_file.write_text(client_secret + "\n")
         secret_file.chmod(0o600)
+    gateway_secret_file = directory / "gateway-client-secret"
+    if not gateway_secret_file.exists():
+        gateway_secret_file.write_text(secrets.token_urlsafe(24) + "\n")
+        gateway_secret_file.chmod(0o600)
+    gateway_secret = gateway_secret_file.read_text().strip()
     issuer = f"http://127.0.0.1:{issuer_port}"
+    upstream = f"http://127.0.0.1:{upstream_port}/mcp"
     scopes = ", ".join(f'"{s}"' for s in _DEMO_SCOPES)
     (directory / "issuer.toml").write_text(
         f"""# Development token issuer: NOT for production use.
@@ -60,6 +69,14 @@ secret = "{client_secret}"
 scopes = [{scopes}]
 default_scopes = ["tools:read", "tools:call"]
 sub = "alice@example.com"
+
+# The gateway itself: it exchanges an agent's token (RFC 8693) for one good for the upstream only.
+[clients.gateway]
+secret = "{gateway_secret}"
+scopes = [{scopes}]
+
+[clients.gateway.may_exchange]
+demo-agent = ["{upstream}"]
 """
     )
     (directory / "gateway.toml").write_text(
@@ -91,6 +108,7 @@ default_scopes = ["tools:call"]
 
 [servers.everything.tool_scopes]
 echo = ["tools:read"]
+whoami = ["tools:read"]
 delete_everything = ["admin"]
 
 [servers.everything.resource_scopes]
@@ -98,6 +116,14 @@ delete_everything = ["admin"]
 
 [servers.everything.prompt_scopes]
 summarize = ["prompts:read"]
+
+# Zero standing credentials: each call carries the agent's token exchanged for this upstream and scope.
+[servers.everything.credentials]
+type = "token_exchange"
+token_url = "{issuer}/token"
+client_id = "gateway"
+client_secret_file = "gateway-client-secret"
+scope = "operation"
 """
     )
     return client_secret
@@ -136,8 +162,13 @@ async def _run(args: argparse.Namespace) -> int:
     issuer_config = load_issuer_config(directory / "issuer.toml")
     config = load_config(directory / "gateway.toml")
     upstream = subprocess.Popen(
-        [sys.executable, str(_example_server_path()), "--port", str(args.upstream_port), "--log-level", "warning"]
-    )
+        [
+            sys.executable, str(_example_server_path()), "--port", str(args.upstream_port), "--log-level", "warning",
+            # The upstream verifies its own tokens: issued by the demo issuer, for itself only.
+            "--resource", f"http://127.0.0.1:{args.upstream_port}/mcp",
+            "--trust", f"{issuer_config.issuer}={issuer_config.issuer}/jwks.json",
+        ]
+    )  # fmt: skip
     servers: list[uvicorn.Server] = []
     try:
         await _wait_port(args.upstream_port, time.monotonic() + 20)
@@ -172,6 +203,9 @@ async def _run(args: argparse.Namespace) -> int:
                 issuer_config, "demo-agent", scopes=["tools:read", "tools:call"], resource=resource, now=time.time()
             )
             _print_banner(config.public_url, resource, issuer_config.issuer, client_secret, token, directory)
+            if args.show_delegation:
+                whoami = await _whoami(resource, token)
+                print(f"A delegated call (whoami, as the upstream sees it): {whoami}\n", flush=True)
             waiter = asyncio.create_task(stop.wait())
             await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
@@ -194,6 +228,33 @@ _INITIALIZE = (
     '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25",'
     '"capabilities":{},"clientInfo":{"name":"curl","version":"0"}}}'
 )
+
+
+async def _whoami(resource: str, token: str) -> str:
+    """Call the upstream's whoami through the gateway: it names the user as `sub` and the agent in `act`."""
+    import httpx2
+
+    version = "2026-07-28"
+    meta = {"io.modelcontextprotocol/protocolVersion": version, "io.modelcontextprotocol/clientCapabilities": {}}
+    body = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": "whoami", "arguments": {}, "_meta": meta},
+    }
+    headers = {
+        "authorization": f"Bearer {token}",
+        "accept": "application/json, text/event-stream",
+        "mcp-protocol-version": version,
+        "mcp-method": "tools/call",
+        "mcp-name": "whoami",
+    }
+    try:
+        async with httpx2.AsyncClient(timeout=20) as http:
+            answer = (await http.post(resource, json=body, headers=headers)).json()
+        return str(answer["result"]["content"][0]["text"])
+    except (httpx2.HTTPError, ValueError, KeyError, IndexError, TypeError) as exc:
+        return f"(the delegated call failed: {type(exc).__name__})"
 
 
 def _print_banner(public_url: str, resource: str, issuer: str, secret: str, token: str, directory: Path) -> None:

@@ -19,7 +19,9 @@ GatewayError
     ├── UpstreamConnectError    refused, reset, DNS, TLS handshake failure
     │   └── UpstreamIdentityError   the peer certificate does not match the pinned identity
     ├── UpstreamTimeout         connect or read timeout: 504
-    └── UpstreamProtocolError   malformed HTTP, oversized head/body, close-delimited body, garbage
+    ├── UpstreamProtocolError   malformed HTTP, oversized head/body, close-delimited body, garbage
+    └── UpstreamCredentialError no upstream credential: the AS refused, its endpoint failed, or the
+                                upstream still refused it after one refresh (names which and why)
 
 Each error knows how it is answered: `status_code` (HTTP) and `jsonrpc_code` (the JSON-RPC error code of
 the body, when the answer is one).
@@ -225,3 +227,17 @@ class UpstreamTimeout(UpstreamError):
 
 class UpstreamProtocolError(UpstreamError):
     """The upstream sent something that is not acceptable HTTP/1.1 or MCP."""
+
+
+class UpstreamCredentialError(UpstreamError):
+    """The gateway has no credential the upstream accepts; the message says which one and why, never a secret.
+
+    `reason` is a short fixed token for metrics labels (`token_endpoint_refused`, `token_endpoint_unreachable`,
+    `upstream_refused`, ...); the message is what the client reads in the 502.
+    """
+
+    def __init__(self, server: str, credential_type: str, reason: str, why: str) -> None:
+        self.server = server
+        self.credential_type = credential_type
+        self.reason = reason
+        super().__init__(f"Bad Gateway: the upstream credential for {server} ({credential_type}) failed: {why}")

@@ -60,6 +60,7 @@ class AuditRecord:
     upstream_identity: str | None = None
     event_type: str | None = None
     detail: str | None = None  # JSON text
+    upstream_credential: str | None = None  # JSON {type, token_id, scope, expires_in}; never a secret
 
 
 RECORD_FIELDS: Final[tuple[str, ...]] = tuple(f.name for f in dataclasses.fields(AuditRecord))

@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 import httpx2
 
 from mcp_gateway.config import GatewayConfig, ServerEntry, load_config
+from mcp_gateway.credentials import CredentialRequest, build_credential_source
+from mcp_gateway.credentials.sources import default_context
 from mcp_gateway.identity.tls_pins import spki_sha256
 from mcp_gateway.identity.tool_pins import tool_sha256
 
@@ -125,11 +127,10 @@ async def _observe(config: GatewayConfig, entry: ServerEntry) -> tuple[str | Non
         spki = await _presented_spki(parts.hostname or "", parts.port or 443, context)
     headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
     if entry.credentials is not None:
-        secret = os.environ.get(entry.credentials.token_env, "")
-        if entry.credentials.type == "bearer":
-            headers["authorization"] = f"Bearer {secret}"
-        else:
-            headers[entry.credentials.header] = secret
+        # The credential a plain call would carry (a token endpoint's, an assertion's, a rotated file's).
+        request = CredentialRequest(entry.name, entry.url, None, "initialize", None, ())
+        source = build_credential_source(entry, os.environ, default_context(config.base_dir, config.public_url))
+        headers.update((k.decode("latin-1"), v.decode("latin-1")) for k, v in (await source.issue(request)).headers)
     verify: ssl.SSLContext | bool = context if context is not None else True
     async with httpx2.AsyncClient(headers=headers, timeout=15, verify=verify, follow_redirects=False) as http:
         init = await _rpc(http, entry.url, "initialize", 1, {

@@ -259,7 +259,7 @@ class McpEndpoint:
                 if principal is not None:
                     # Only a token that passed `checked_token` below and then verified is ever cached
                     # (this is the verifier's only caller), so these exact bytes have passed it before.
-                    ctx.principal = principal
+                    ctx.principal, ctx.bearer_token = principal, raw
                     return principal
             token = checked_token(raw)
         except AuthError as exc:
@@ -275,7 +275,7 @@ class McpEndpoint:
                 exc.error_code if isinstance(exc, AuthError) and exc.error_code else "token_unverifiable"
             )
             raise
-        ctx.principal = principal
+        ctx.principal, ctx.bearer_token = principal, raw  # raw: the RFC 8693 subject_token, never sent upstream
         return principal
 
     async def _session(self, route: Route, headers: Headers, principal: Principal, ctx: CallContext) -> SessionClaims:

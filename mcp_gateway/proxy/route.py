@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from mcp_gateway.config import GatewayConfig, RateLimits, ServerEntry
-from mcp_gateway.credentials import CredentialSource, build_credential_source
+from mcp_gateway.credentials import CredentialContext, CredentialSource, build_credential_source
 from mcp_gateway.identity.tls_pins import spki_verifier
 from mcp_gateway.policy.decider import Decider, ScopeDecider
 from mcp_gateway.policy.decision import ServerPolicy
@@ -42,6 +42,7 @@ def build_routes(
     *,
     secrets: Mapping[str, str],
     pools: Mapping[str, UpstreamPool] | None = None,
+    credential_context: CredentialContext | None = None,
 ) -> dict[str, Route]:
     routes: dict[str, Route] = {}
     for name, entry in config.servers.items():
@@ -56,7 +57,7 @@ def build_routes(
             policy=policy,
             decider=ScopeDecider(policy),
             upstream_path=pool.path,
-            credentials=build_credential_source(entry, secrets),
+            credentials=build_credential_source(entry, secrets, credential_context),
             upstream_identity=_identity(entry),
             rate_limits=effective_rate_limits(config.rate_limits, entry),
             catalogue=ToolCatalogue(entry.tools_sha256) if entry.tools_sha256 else None,

@@ -1,11 +1,14 @@
-"""Loading gateway.toml and server_allowlist.toml once into frozen, validated models."""
+"""Loading gateway.toml and server_allowlist.toml once into frozen, validated models.
+
+The `[servers.NAME.credentials]` table's model is in `config/credentials.py`; pieces every model shares
+(the frozen model config, the scope-token type, URL checks) in `config/common.py`.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import hashlib
-import ipaddress
 import os
 import re
 import secrets
@@ -13,18 +16,21 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from mcp_gateway.config.common import FROZEN as _FROZEN
+from mcp_gateway.config.common import Scope as Scope
+from mcp_gateway.config.common import is_loopback as is_loopback
+from mcp_gateway.config.credentials import ClientAuthMethod as ClientAuthMethod
+from mcp_gateway.config.credentials import Credentials as Credentials
+from mcp_gateway.config.credentials import CredentialType as CredentialType
 from mcp_gateway.errors import ConfigError
 from mcp_gateway.identity.confusables import confusable_pairs
 
-_FROZEN = ConfigDict(frozen=True, extra="forbid")
-
 ServerRequest = Literal["sampling", "elicitation", "roots"]
-Scope = Annotated[str, Field(min_length=1, pattern=r"^[\x21\x23-\x5b\x5d-\x7e]+$")]  # RFC 6749 §3.3 scope-token
 
 
 class AuthConfig(BaseModel):
@@ -103,16 +109,6 @@ class RateLimits(BaseModel):
     per_agent: RateLimit | None = None
     per_agent_tool: RateLimit | None = None
     per_user: RateLimit | None = None
-
-
-class Credentials(BaseModel):
-    """What the gateway sends upstream in place of the client's token."""
-
-    model_config = _FROZEN
-
-    type: Literal["bearer", "header"] = "bearer"
-    token_env: str
-    header: str = "authorization"  # for type = "header": the header name; value is the secret as is
 
 
 class ServerEntry(BaseModel):
@@ -230,15 +226,6 @@ class GatewayConfig(BaseModel):
     def path_for(self, relative: str) -> Path:
         path = Path(relative)
         return path if path.is_absolute() else Path(self.base_dir) / path
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)
