@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,6 +15,9 @@ from collections.abc import Generator
 from pathlib import Path
 
 import uvicorn
+
+from mcp_gateway.cli_errors import port_number
+from mcp_gateway.errors import CommandError
 
 _DEMO_SCOPES = ("tools:read", "tools:call", "resources:read", "prompts:read", "admin")
 
@@ -29,9 +33,9 @@ class _QuietServer(uvicorn.Server):
 def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo = subparsers.add_parser("demo", help="run the example upstream, a dev token issuer and the gateway")
     demo.add_argument("--dir", default=".demo", help="where the demo's config, keys and audit log are written")
-    demo.add_argument("--gateway-port", type=int, default=8080)
-    demo.add_argument("--issuer-port", type=int, default=9000)
-    demo.add_argument("--upstream-port", type=int, default=3001)
+    demo.add_argument("--gateway-port", type=port_number, default=8080)
+    demo.add_argument("--issuer-port", type=port_number, default=9000)
+    demo.add_argument("--upstream-port", type=port_number, default=3001)
     demo.add_argument(
         "--show-delegation", action="store_true", help="make one whoami call through the gateway and print it"
     )
@@ -149,16 +153,54 @@ async def _wait_port(port: int, deadline: float) -> None:
         return
 
 
+def _bind(port: int, option: str) -> socket.socket:
+    """A listening socket on 127.0.0.1:`port`, bound before anything starts, so a port in use is a clear
+    error naming the option to change rather than a server that dies after the others started."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError as exc:
+        sock.close()
+        raise CommandError(
+            f"port {port} on 127.0.0.1 cannot be used ({exc.strerror or exc}); pick another with {option} N"
+        ) from None
+    return sock
+
+
+async def _serve(server: uvicorn.Server, sock: socket.socket, what: str) -> None:
+    try:
+        await server.serve(sockets=[sock])
+    except SystemExit:
+        # uvicorn exits the process when its start-up fails, after logging why; the demo stops instead.
+        raise CommandError(f"the {what} did not start (its log above says why)") from None
+
+
 async def _run(args: argparse.Namespace) -> int:
+    directory = Path(args.dir).resolve()
+    client_secret = write_demo_files(
+        directory, gateway_port=args.gateway_port, issuer_port=args.issuer_port, upstream_port=args.upstream_port
+    )
+    with contextlib.ExitStack() as sockets:
+        issuer_socket = sockets.enter_context(_bind(args.issuer_port, "--issuer-port"))
+        gateway_socket = sockets.enter_context(_bind(args.gateway_port, "--gateway-port"))
+        # The upstream binds in its own process; a port someone else holds would be mistaken for it.
+        _bind(args.upstream_port, "--upstream-port").close()
+        return await _run_parts(args, directory, client_secret, issuer_socket, gateway_socket)
+
+
+async def _run_parts(
+    args: argparse.Namespace,
+    directory: Path,
+    client_secret: str,
+    issuer_socket: socket.socket,
+    gateway_socket: socket.socket,
+) -> int:
     from mcp_gateway.app import create_app
     from mcp_gateway.config import load_config
     from mcp_gateway.devissuer.config import load_issuer_config
     from mcp_gateway.devissuer.server import create_issuer_app, mint_token
 
-    directory = Path(args.dir).resolve()
-    client_secret = write_demo_files(
-        directory, gateway_port=args.gateway_port, issuer_port=args.issuer_port, upstream_port=args.upstream_port
-    )
     issuer_config = load_issuer_config(directory / "issuer.toml")
     config = load_config(directory / "gateway.toml")
     upstream = subprocess.Popen(
@@ -188,7 +230,10 @@ async def _run(args: argparse.Namespace) -> int:
             )
         )
         servers = [issuer, gateway]
-        tasks = [asyncio.create_task(issuer.serve()), asyncio.create_task(gateway.serve())]
+        tasks = [
+            asyncio.create_task(_serve(issuer, issuer_socket, "token issuer")),
+            asyncio.create_task(_serve(gateway, gateway_socket, "gateway")),
+        ]
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -209,6 +254,10 @@ async def _run(args: argparse.Namespace) -> int:
             waiter = asyncio.create_task(stop.wait())
             await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
+        for task in tasks:  # a part that could not start: say why, instead of a quiet exit 0
+            error = task.exception() if task.done() and not task.cancelled() else None
+            if error is not None:
+                raise error
         print("\nstopping the demo ...", file=sys.stderr)
     finally:
         for server in servers:

@@ -2,6 +2,7 @@
 
 GatewayError
 ├── ConfigError                 bad gateway.toml / server_allowlist.toml (names file, key, fix)
+├── CommandError                a command-line input cannot be used (unknown name, port in use); names the fix
 ├── HTTPError                   anything answered to a client with a status
 │   ├── TransportRejected       Host (421), Origin (403), Content-Type/Accept (415/406), size (413)
 │   ├── ProtocolRejected        bad JSON-RPC, era/header mismatch, unsupported version (400)
@@ -47,6 +48,11 @@ class ConfigError(GatewayError):
         self.key = key
         self.problem = problem
         super().__init__(f"{file}: {key}: {problem}")
+
+
+class CommandError(GatewayError):
+    """A command-line input cannot be used (an unknown server name, a port in use); the message says what
+    to change. The CLI prints it on one line and exits 2."""
 
 
 class HTTPError(GatewayError):
