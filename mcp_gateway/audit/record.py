@@ -60,6 +60,7 @@ class AuditRecord:
     upstream_identity: str | None = None
     event_type: str | None = None
     detail: str | None = None  # JSON text
+    shadow_decision: str | None = None  # "KIND:RULE" of a shadow policy (`[policy] shadow_cedar`) that disagreed
 
 
 RECORD_FIELDS: Final[tuple[str, ...]] = tuple(f.name for f in dataclasses.fields(AuditRecord))
