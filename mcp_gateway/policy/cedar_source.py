@@ -48,23 +48,23 @@ class CedarSource:
 
 
 def split_statements(text: str) -> list[Statement]:
-    """The file's statements, each ending at a `;` outside a string or a `//` comment (a tail without one too)."""
+    """The file's statements, each from its first token to a `;` outside a string or a `//` comment (a tail
+    without one too)."""
     out: list[Statement] = []
-    start = 0
-    start_line: int | None = None
-    line = 1
+    start: int | None = None  # where the current statement's first token is
+    start_line = line = 1
     i, n = 0, len(text)
     while i < n:
         ch = text[i]
-        if ch == "\n":
-            line += 1
-        elif ch == "/" and text.startswith("//", i):
+        if ch == "/" and text.startswith("//", i):
             end = text.find("\n", i)
             i = n if end < 0 else end
             continue
+        if start is None and not ch.isspace():
+            start, start_line = i, line
+        if ch == "\n":
+            line += 1
         elif ch == '"':
-            if start_line is None:
-                start_line = line
             i += 1
             while i < n and text[i] != '"':
                 if text[i] == "\\":
@@ -72,13 +72,11 @@ def split_statements(text: str) -> list[Statement]:
                 elif text[i] == "\n":
                     line += 1
                 i += 1
-        elif ch == ";":
-            out.append(Statement(text[start : i + 1], start_line or line))
-            start, start_line = i + 1, None
-        elif not ch.isspace() and start_line is None:
-            start_line = line
+        elif ch == ";" and start is not None:
+            out.append(Statement(text[start : i + 1], start_line))
+            start = None
         i += 1
-    if start_line is not None:
+    if start is not None:
         out.append(Statement(text[start:], start_line))
     return out
 
@@ -166,5 +164,19 @@ def _parse_error(file: str, statements: list[Statement], message: str) -> Config
         try:
             cedarpy.PolicySet.from_str(statement.text)
         except ValueError as exc:
-            return ConfigError(f"{file}:{statement.line}", "(syntax)", f"not a Cedar policy: {exc}")
+            line = statement.line + _failing_line(statement.text)
+            return ConfigError(f"{file}:{line}", "(syntax)", f"not a Cedar policy: {exc}")
     return ConfigError(f"{file}:1", "(syntax)", f"not a Cedar policy: {message}")
+
+
+def _failing_line(text: str) -> int:
+    """Lines after the statement's first before the one holding the error: the first prefix of the statement
+    that fails for another reason than ending too early ends on that line."""
+    lines = text.split("\n")
+    for count in range(1, len(lines) + 1):
+        try:
+            cedarpy.PolicySet.from_str("\n".join(lines[:count]))
+        except ValueError as exc:
+            if "unexpected end of input" not in str(exc):
+                return count - 1
+    return 0
