@@ -28,12 +28,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mcp_gateway.config import ServerEntry  # noqa: E402
-from mcp_gateway.policy.cedar import CedarDecider, CedarPolicies  # noqa: E402
-from mcp_gateway.policy.decider import Decider, DecisionInput, ScopeDecider  # noqa: E402
-from mcp_gateway.policy.decision import ServerPolicy  # noqa: E402
-from mcp_gateway.policy.scopes import ScopeHierarchy  # noqa: E402
-from tests.policy._cedar_stack import ARGUMENTS_SCHEMA, policies  # noqa: E402
+from mcp_gateway.config import ServerEntry
+from mcp_gateway.policy.cedar import CedarDecider, CedarPolicies
+from mcp_gateway.policy.decider import Decider, DecisionInput, ScopeDecider
+from mcp_gateway.policy.decision import ServerPolicy
+from mcp_gateway.policy.scopes import ScopeHierarchy
+from tests.policy._cedar_stack import ARGUMENTS_SCHEMA, policies
 
 
 def _input(tool: str, arguments: dict[str, object]) -> DecisionInput:
@@ -85,7 +85,7 @@ def main() -> None:
         for name, decider, request in cells:
             results[name].append(_per_call_us(decider.decide, request, args.calls))
     base = statistics.median(results["scopes"])
-    print(f"{'decider':<28}{'µs/decision':>12}{'× scopes':>10}")
+    print(f"{'decider':<28}{'µs/decision':>12}{'x scopes':>10}")
     for name, _, _ in cells:
         median = statistics.median(results[name])
         print(f"{name:<28}{median:>12.2f}{median / base:>10.1f}")
