@@ -55,8 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     from mcp_gateway.audit import cli as audit_cli
     from mcp_gateway.devissuer import cli as devissuer_cli
     from mcp_gateway.identity import cli as identity_cli
+    from mcp_gateway.policy import cli as policy_cli
 
-    for module in (devissuer_cli, audit_cli, identity_cli):
+    for module in (devissuer_cli, audit_cli, identity_cli, policy_cli):
         module.add_commands(sub)
     return parser
 

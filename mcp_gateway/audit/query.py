@@ -42,6 +42,7 @@ EXTRA_FIELDS: Final = (
     "detail",
     "arguments",
     "upstream_credential",
+    "shadow_decision",
 )
 OUTPUT_FIELDS: Final = CONTRACT_FIELDS + EXTRA_FIELDS
 ABORTED: Final = "aborted"

@@ -92,6 +92,15 @@ class AuditConfig(BaseModel):
     unauthenticated_summary_seconds: float = Field(default=60.0, gt=0)
 
 
+class PolicyConfig(BaseModel):
+    """`[policy]`: argument-level rules in Cedar, enforced and in shadow (paths relative to gateway.toml)."""
+
+    model_config = _FROZEN
+
+    cedar: str | None = None  # enforced after the scope rules; a refusal names the policy's @id
+    shadow_cedar: str | None = None  # evaluated beside, never enforced: disagreements go to the audit
+
+
 class RateLimit(BaseModel):
     """A token bucket: `rate` tokens per second refilled up to `burst`."""
 
@@ -200,6 +209,7 @@ class GatewayConfig(BaseModel):
     trusted_proxies: tuple[str, ...] = ()
     auth: AuthConfig | None = None
     audit: AuditConfig = Field(default_factory=AuditConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
     rate_limits: RateLimits = Field(default_factory=RateLimits)
     scope_implications: Mapping[Scope, tuple[Scope, ...]] = Field(default_factory=dict)  # "admin" = ["tools:call"]
     servers: Mapping[str, ServerEntry] = Field(default_factory=dict)

@@ -145,7 +145,7 @@ class McpEndpoint:
             if decision.rule == "unknown_method":
                 # The gateway serves no method the policy does not know, whatever the upstream has.
                 raise eras.method_not_found(msg, era)
-            return await self._deny(ctx, send)
+            return await self._deny(ctx, send, decision.reason)
         if msg.method == "tools/call" and route.catalogue is not None and msg.name is not None:
             why = route.catalogue.quarantined(msg.name)
             if why is not None:

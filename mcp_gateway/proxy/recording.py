@@ -158,6 +158,7 @@ class CallRecorder:
             upstream_identity=ctx.upstream_identity,
             event_type=event_type,
             detail=_detail(ctx, outcome),
+            shadow_decision=decision.shadow if decision else None,
         )
 
     @staticmethod

@@ -10,7 +10,8 @@ from urllib.parse import urlsplit
 from mcp_gateway.config import GatewayConfig, RateLimits, ServerEntry
 from mcp_gateway.credentials import CredentialContext, CredentialSource, build_credential_source
 from mcp_gateway.identity.tls_pins import spki_verifier
-from mcp_gateway.policy.decider import Decider, ScopeDecider
+from mcp_gateway.policy.cedar import decider_factory
+from mcp_gateway.policy.decider import Decider
 from mcp_gateway.policy.decision import ServerPolicy
 from mcp_gateway.policy.ratelimit import effective_rate_limits
 from mcp_gateway.policy.scopes import ScopeHierarchy
@@ -45,6 +46,7 @@ def build_routes(
     credential_context: CredentialContext | None = None,
 ) -> dict[str, Route]:
     routes: dict[str, Route] = {}
+    make_decider = decider_factory(config)  # `[policy] cedar`: parsed once here; ConfigError stops start-up
     for name, entry in config.servers.items():
         pool = pools[name] if pools is not None and name in pools else _make_pool(config, entry)
         policy = ServerPolicy.from_entry(entry, hierarchy)
@@ -55,7 +57,7 @@ def build_routes(
             metadata_url=config.resource_metadata_url(name),
             pool=pool,
             policy=policy,
-            decider=ScopeDecider(policy),
+            decider=make_decider(policy),
             upstream_path=pool.path,
             credentials=build_credential_source(entry, secrets, credential_context),
             upstream_identity=_identity(entry),
