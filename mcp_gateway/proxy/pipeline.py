@@ -20,6 +20,7 @@ from mcp_gateway.errors import (
     AuthError,
     HTTPError,
     InsufficientScope,
+    MessageRefused,
     ProtocolRejected,
     RateLimited,
     SessionNotFound,
@@ -31,7 +32,7 @@ from mcp_gateway.policy.decider import DecisionInput
 from mcp_gateway.policy.decision import Decision
 from mcp_gateway.policy.ratelimit import rate_limit_keys
 from mcp_gateway.proxy import era as eras
-from mcp_gateway.proxy import jsonrpc
+from mcp_gateway.proxy import jsonrpc, shapes
 from mcp_gateway.proxy.context import ABORTED, CallContext, Outcome
 from mcp_gateway.proxy.exchange import Leg, UpstreamExchange, credential_request, upstream_headers
 from mcp_gateway.proxy.recording import CallRecorder, token_reference
@@ -107,6 +108,7 @@ class McpEndpoint:
         era = eras.post_era(headers, msg)
         principal = await self._authenticate(route, headers, ctx)
         eras.check_request(headers, msg, era)
+        shapes.judge_shape(ctx, era)  # a governed method without an id is refused, never forwarded
         jsonrpc.require_target(msg)
         initialize = msg.method == "initialize" and not era.modern
         claims = None if era.modern or initialize else await self._session(route, headers, principal, ctx)
@@ -340,7 +342,7 @@ class McpEndpoint:
             return outcome  # the client is gone; nobody to answer
         msg = ctx.message
         audited = msg is not None and msg.method in AUDITED_METHODS
-        if isinstance(exc, SessionNotFound | AuthError) or exc.status_code == 429 or audited:
+        if isinstance(exc, SessionNotFound | AuthError | MessageRefused) or exc.status_code == 429 or audited:
             # SECURITY.md: every refusal at an MCP endpoint leaves an audit record.
             self.recorder.refusal(ctx, outcome)
         request_id = msg.id if msg is not None and msg.kind == "request" else None
