@@ -29,10 +29,9 @@ from mcp_gateway.errors import (
 )
 from mcp_gateway.limits import LimitStore
 from mcp_gateway.policy.decider import DecisionInput
-from mcp_gateway.policy.decision import Decision
 from mcp_gateway.policy.ratelimit import rate_limit_keys
 from mcp_gateway.proxy import era as eras
-from mcp_gateway.proxy import jsonrpc, shapes
+from mcp_gateway.proxy import jsonrpc, shapes, tool_gate
 from mcp_gateway.proxy.context import ABORTED, CallContext, Outcome
 from mcp_gateway.proxy.exchange import Leg, UpstreamExchange, credential_request, upstream_headers
 from mcp_gateway.proxy.recording import CallRecorder, token_reference
@@ -48,6 +47,7 @@ from mcp_gateway.transport.media import check_post_media_types, check_stream_acc
 
 # Methods whose calls leave an intent and an outcome record.
 AUDITED_METHODS = frozenset({"tools/call", "resources/read", "prompts/get"})
+DENIED = Outcome("denied", 200)
 _DENIED = {"tools/call": "Tool", "resources/read": "Resource", "prompts/get": "Prompt"}
 
 
@@ -113,7 +113,7 @@ class McpEndpoint:
         initialize = msg.method == "initialize" and not era.modern
         claims = None if era.modern or initialize else await self._session(route, headers, principal, ctx)
         if msg.kind == "request":
-            refused = await self._authorize(route, ctx, principal, era, send)
+            refused = await self._authorize(route, ctx, principal, era, claims, send)
             if refused is not None:
                 return refused
         audited = msg.method in AUDITED_METHODS
@@ -129,7 +129,13 @@ class McpEndpoint:
         return outcome
 
     async def _authorize(
-        self, route: Route, ctx: CallContext, principal: Principal, era: eras.Era, send: Send
+        self,
+        route: Route,
+        ctx: CallContext,
+        principal: Principal,
+        era: eras.Era,
+        claims: SessionClaims | None,
+        send: Send,
     ) -> Outcome | None:
         """Judge a request: None when it may go on, else the outcome of the refusal already answered."""
         msg = ctx.message
@@ -148,12 +154,11 @@ class McpEndpoint:
                 # The gateway serves no method the policy does not know, whatever the upstream has.
                 raise eras.method_not_found(msg, era)
             return await self._deny(ctx, send)
-        if msg.method == "tools/call" and route.catalogue is not None and msg.name is not None:
-            why = route.catalogue.quarantined(msg.name)
-            if why is not None:
-                # DESIGN: a tool must exist in the verified catalogue with its pinned definition.
-                ctx.decision = Decision("deny", decision.scopes_required, "tools_sha256")
-                return await self._deny(ctx, send, f"Tool {msg.name!r} is quarantined: {why}")
+        # DESIGN: a tool must exist in the verified catalogue with its pinned definition (and schema).
+        refusal = await tool_gate.judge_tool_call(ctx, era, claims, self.monotonic())
+        if refusal is not None:
+            ctx.decision = tool_gate.refusal_decision(refusal, decision)
+            return await self._answer(ctx, send, refusal.body, Outcome(refusal.kind, refusal.status))
         await self._rate_limit(route, principal, ctx)
         return None
 
@@ -322,9 +327,11 @@ class McpEndpoint:
         msg = ctx.message
         assert msg is not None
         text = text or f"{_DENIED.get(msg.method or '', 'Method')} {msg.name or msg.method!r} is not permitted"
-        await respond(send, 200, jsonrpc.error_body(msg.id, jsonrpc.INVALID_PARAMS, text))
-        outcome = Outcome("denied", 200)
-        if msg.method in AUDITED_METHODS:
+        return await self._answer(ctx, send, jsonrpc.error_body(msg.id, jsonrpc.INVALID_PARAMS, text))
+
+    async def _answer(self, ctx: CallContext, send: Send, body: bytes, outcome: Outcome = DENIED) -> Outcome:
+        await respond(send, outcome.http_status, body)
+        if ctx.message is not None and ctx.message.method in AUDITED_METHODS:
             self.recorder.refusal(ctx, outcome)
         return outcome
 

@@ -109,10 +109,12 @@ class UpstreamMessageJudge:
         list_method = state.request_method if state.request_method in _LIST_METHODS else _infer_list(result)
         if list_method is None:
             return data
-        filtered = filter_list_result(list_method, result, self.policy, self.granted)
         if list_method == "tools/list" and self.catalogue is not None:
-            filtered["tools"] = self.catalogue.filter_tools(filtered.get("tools"))
-        message["result"] = filtered
+            # The catalogue sees the whole listing (before scope filtering), so a tool this token may not
+            # see still exists for it: only a name the upstream never presented is unknown.
+            complete = not isinstance(result.get("nextCursor"), str)
+            result = {**result, "tools": self.catalogue.filter_tools(result.get("tools"), complete=complete)}
+        message["result"] = filter_list_result(list_method, result, self.policy, self.granted)
         return jsonrpc.dumps(message)
 
     def _refused_input_request(self, requests: Any) -> str | None:
