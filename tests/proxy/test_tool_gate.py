@@ -20,6 +20,7 @@ from tests._stack import Stack, gateway_stack
 from tests.proxy._support import (
     HANDSHAKE,
     MODERN_META,
+    ScriptedUpstream,
     call_body,
     json_error,
     modern_call_body,
@@ -27,6 +28,7 @@ from tests.proxy._support import (
     open_session,
     post_headers,
     read_events,
+    send_raw,
 )
 
 pytestmark = pytest.mark.anyio
@@ -224,3 +226,64 @@ async def test_strict_arguments_refuses_properties_the_schema_does_not_declare(
     }
     assert _last_refusal(stack).policy_rule == "input_schema"
     assert allowed["result"]["content"][0]["text"] == "hi"
+
+
+def _paged_upstream(*, failing: bool = False) -> ScriptedUpstream:
+    """An upstream whose tools/list has two pages (JSON answers), or fails with 500."""
+
+    async def answer(scope: Any, receive: Any, send: Any, body: dict[str, Any]) -> None:
+        if failing and body.get("method") == "tools/list":
+            await send_raw(send, 500, b"{}")
+            return
+        if body.get("method") == "tools/list":
+            cursor = (body.get("params") or {}).get("cursor")
+            result: dict[str, Any] = (
+                {"tools": [PAGE_TWO_TOOL]} if cursor == "2" else {"tools": [PAGE_ONE_TOOL], "nextCursor": "2"}
+            )
+        else:
+            result = {"content": [{"type": "text", "text": "called"}]}
+        await send_raw(send, 200, json.dumps({"jsonrpc": "2.0", "id": body["id"], "result": result}).encode())
+
+    return ScriptedUpstream(answer)
+
+
+PAGE_ONE_TOOL = {"name": "first", "inputSchema": {"type": "object"}}
+PAGE_TWO_TOOL = {"name": "second", "inputSchema": {"type": "object", "properties": {"n": {"type": "integer"}}}}
+PAGED_ALLOWLIST = (
+    'default_scopes = ["tools:call"]\n[servers.everything.tools_sha256]\n'
+    f'first = "{tool_sha256(PAGE_ONE_TOOL)}"\nsecond = "{tool_sha256(PAGE_TWO_TOOL)}"\n'
+)
+
+
+async def test_the_gateway_lists_every_page_of_the_upstream_tools_before_judging_a_call(
+    tmp_path: Any, http: httpx2.AsyncClient
+) -> None:
+    upstream = _paged_upstream()
+    async with gateway_stack(tmp_path, allowlist=PAGED_ALLOWLIST, upstream_app=upstream) as stack:
+        with anyio.fail_after(20):
+            bad = await _call(http, stack, "modern", "second", {"n": "x"})
+            good = await _call(http, stack, "modern", "second", {"n": 1})
+            unknown = await _call(http, stack, "modern", "third", {})
+    assert json_error(bad)["message"].endswith("at '/n': rule 'type' (schema '/properties/n/type')")
+    assert good.json()["result"]["content"][0]["text"] == "called"
+    assert unknown.json()["result"]["content"][0]["text"] == "Unknown tool: third"
+    calls = [
+        (b["method"], (b.get("params") or {}).get("cursor") or (b.get("params") or {}).get("name"))
+        for b in upstream.bodies
+    ]
+    assert calls == [("tools/list", None), ("tools/list", "2"), ("tools/call", "second")]
+
+
+async def test_a_tool_call_is_refused_not_forwarded_when_the_upstream_tools_cannot_be_listed(
+    tmp_path: Any, http: httpx2.AsyncClient
+) -> None:
+    upstream = _paged_upstream(failing=True)
+    async with gateway_stack(tmp_path, allowlist=PAGED_ALLOWLIST, upstream_app=upstream) as stack:
+        with anyio.fail_after(20):
+            response = await _call(http, stack, "modern", "first", {})
+    assert response.status_code == 502
+    assert json_error(response) == {
+        "code": -32603,
+        "message": "Bad Gateway: the upstream's tool list could not be read, so tool 'first' cannot be checked",
+    }
+    assert [b["method"] for b in upstream.bodies] == ["tools/list"]
