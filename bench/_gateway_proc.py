@@ -15,12 +15,11 @@ import sys
 
 
 def _serve(config_path: str, audit: str) -> None:
-    import uvicorn
-
     from mcp_gateway.app import create_app
     from mcp_gateway.audit.sink import AuditSink, NullAuditSink
     from mcp_gateway.audit.sqlite import SQLiteAuditSink
     from mcp_gateway.config import load_config
+    from mcp_gateway.transport.server import build_server
 
     config = load_config(config_path)
     sink: AuditSink = NullAuditSink()
@@ -38,20 +37,8 @@ def _serve(config_path: str, audit: str) -> None:
         sqlite_sink.aclose = close_and_report  # type: ignore[method-assign]
         sink = sqlite_sink
     app = create_app(config, audit=sink, tune_gc=True)
-    uvicorn.run(
-        app,
-        host=config.host,
-        port=config.port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        log_level="warning",
-        access_log=False,
-        server_header=False,
-        # As `mcp-gateway serve` does: X-Forwarded-* is honoured only from configured proxies.
-        proxy_headers=bool(config.trusted_proxies),
-        forwarded_allow_ips=list(config.trusted_proxies) or None,
-    )
+    # The very server `mcp-gateway serve` runs (connection limits included).
+    build_server(app, config, host=config.host, port=config.port, log_level="warning").run()
 
 
 def main() -> int:

@@ -54,9 +54,16 @@ def _import_root() -> None:
 
 _import_root()
 
-from mcp_gateway.audit.query import verify  # noqa: E402
 from mcp_gateway.audit.record import AuditRecord, new_event_id  # noqa: E402
 from mcp_gateway.audit.sqlite import SQLiteAuditSink  # noqa: E402
+
+try:  # the store seam (--root may name a tree from before it, where verify took the path)
+    from mcp_gateway.audit.sqlite import SQLiteAuditReader
+
+    def verify(path: Path) -> Any:
+        return SQLiteAuditReader(path).verify()
+except ImportError:
+    from mcp_gateway.audit.query import verify  # type: ignore[attr-defined,no-redef,unused-ignore]
 
 
 class NullAuditSink:

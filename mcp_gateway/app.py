@@ -19,8 +19,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-from mcp_gateway.audit.sink import AuditSink, NullAuditSink
-from mcp_gateway.audit.sqlite import SQLiteAuditSink
+from mcp_gateway.audit.sink import AuditSink
+from mcp_gateway.audit.stores import open_audit_store
 from mcp_gateway.audit.summary import RefusalSummarizer
 from mcp_gateway.auth.verifier import TokenVerifier, build_verifier
 from mcp_gateway.config import GatewayConfig, random_session_key
@@ -262,22 +262,21 @@ class _AuditCollector(Collector):
         healthy = GaugeMetricFamily("mcp_gateway_audit_healthy", "1 if the audit store's last write succeeded")
         healthy.add_metric([], 1.0 if self.sink.healthy else 0.0)
         metrics: list[Metric] = [healthy]
-        if isinstance(self.sink, SQLiteAuditSink):
-            stats = self.sink.stats
-            for name, value, text in (
-                ("records_appended", stats.appended, "Audit records committed"),
-                ("commits", stats.commits, "Audit transactions committed (records / commits = group size)"),
-                ("failed_batches", stats.failed_batches, "Audit transactions that could not be written"),
-                ("records_rejected", stats.rejected, "Audit records refused before writing (bad field values)"),
-                ("records_lost", stats.lost, "Outcome and event records that were never written"),
-                ("queue_full", stats.queue_full, "Tool calls refused because the audit queue was full"),
-            ):
-                counter = CounterMetricFamily(f"mcp_gateway_audit_{name}", text)
-                counter.add_metric([], float(value))
-                metrics.append(counter)
-            depth = GaugeMetricFamily("mcp_gateway_audit_queue_depth", "Audit records waiting to be written")
-            depth.add_metric([], float(stats.queue_depth))
-            metrics.append(depth)
+        stats = self.sink.stats
+        for name, value, text in (
+            ("records_appended", stats.appended, "Audit records committed"),
+            ("commits", stats.commits, "Audit transactions committed (records / commits = group size)"),
+            ("failed_batches", stats.failed_batches, "Audit transactions that could not be written"),
+            ("records_rejected", stats.rejected, "Audit records refused before writing (bad field values)"),
+            ("records_lost", stats.lost, "Outcome and event records that were never written"),
+            ("queue_full", stats.queue_full, "Tool calls refused because the audit queue was full"),
+        ):
+            counter = CounterMetricFamily(f"mcp_gateway_audit_{name}", text)
+            counter.add_metric([], float(value))
+            metrics.append(counter)
+        depth = GaugeMetricFamily("mcp_gateway_audit_queue_depth", "Audit records waiting to be written")
+        depth.add_metric([], float(stats.queue_depth))
+        metrics.append(depth)
         return metrics
 
 
@@ -329,11 +328,7 @@ def create_app(
         http_client = http_client or httpx2.AsyncClient(follow_redirects=False)
         verifier = build_verifier(config.auth, http_client=http_client, clock=clock, secrets=secrets or os.environ)
     if audit is None:
-        if config.audit.enabled:
-            audit = SQLiteAuditSink(config.path_for(config.audit.database), synchronous=config.audit.synchronous)
-        else:
-            logger.warning("AUDIT IS DISABLED ([audit] enabled = false): no tool call will be recorded")
-            audit = NullAuditSink()
+        audit = open_audit_store(config)  # `[audit]` picks the store; `enabled = false` gives a NullAuditSink
     return Gateway(
         config,
         verifier=verifier,

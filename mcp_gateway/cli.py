@@ -11,28 +11,17 @@ from mcp_gateway.errors import ConfigError
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from mcp_gateway.app import create_app
     from mcp_gateway.config import load_config
+    from mcp_gateway.transport.server import build_server
 
     config = load_config(args.config)
     app = create_app(config, tune_gc=True)
-    uvicorn.run(
-        app,
-        host=args.host or config.host,
-        port=args.port if args.port is not None else config.port,
-        loop="uvloop" if sys.platform != "win32" else "asyncio",
-        http="httptools",
-        lifespan="on",
-        log_level=args.log_level,
-        access_log=False,
-        server_header=False,
-        # Our own public_url drives every URL we emit; X-Forwarded-* is not trusted by default.
-        proxy_headers=bool(config.trusted_proxies),
-        forwarded_allow_ips=list(config.trusted_proxies) or None,
-    )
-    return 0
+    host = args.host or config.host
+    port = args.port if args.port is not None else config.port
+    server = build_server(app, config, host=host, port=port, log_level=args.log_level)
+    server.run()
+    return 0 if server.started else 1
 
 
 def _check(args: argparse.Namespace) -> int:

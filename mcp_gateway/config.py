@@ -77,6 +77,7 @@ class AuditConfig(BaseModel):
 
     enabled: bool = True  # false → no audit trail at all (benchmark baselines only; logged loudly)
     database: str = "audit.db"
+    url: str | None = None  # a shared store's URL; its scheme picks the store (audit/stores.py). Absent: database
     # "full": fsync every group commit (survives power loss); "normal": WAL without fsync per commit
     # (survives a crashed or killed process, not power loss) — SQLite's own durability trade-off.
     synchronous: Literal["full", "normal"] = "full"
@@ -195,6 +196,12 @@ class GatewayConfig(BaseModel):
     max_header_bytes: int = Field(default=64 * 1024, gt=0)
     max_sessions_per_principal: int = Field(default=1000, gt=0)  # open handshake sessions per principal, per process
     session_max_age_seconds: int = Field(default=86_400, gt=0)  # a handshake session ends this long after initialize
+    # Connection hygiene at the front door (per process): a request head must be complete this long after the
+    # connection opened or its previous response ended; a connection waiting for a request that sends no byte
+    # for idle_connection_seconds is closed; past max_connections new connections get a 503 and are closed.
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
+    idle_connection_seconds: float = Field(default=5.0, gt=0, le=86_400)
+    max_connections: int = Field(default=1024, gt=0, le=1_000_000)
     trusted_proxies: tuple[str, ...] = ()
     auth: AuthConfig | None = None
     audit: AuditConfig = Field(default_factory=AuditConfig)

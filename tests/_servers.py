@@ -4,6 +4,7 @@
         ...
     async with run_example_server() as mcp_url:      # "http://127.0.0.1:PORT/mcp"
         ...
+    refused_url()                                    # "http://127.0.0.1:PORT", where nothing listens
 
 Both wait until uvicorn is listening (an event, not a poll) and, on exit, shut it down and wait for it.
 """
@@ -98,6 +99,19 @@ async def serve_asgi(
     if not started:
         reason = "failed (its log says why)" if server.startup_error else f"took over {startup_timeout} s"
         raise RuntimeError(f"uvicorn did not start on {host}: startup {reason}") from server.startup_error
+
+
+def free_port() -> int:
+    """A loopback port the OS picked, bound and released at once: nothing listens on it afterwards."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def refused_url() -> str:
+    """A loopback URL (no path) where nothing listens: connecting is refused at once."""
+    return f"http://127.0.0.1:{free_port()}"
 
 
 @asynccontextmanager

@@ -31,6 +31,7 @@ from mcp_gateway.audit.sink import AuditSink
 from mcp_gateway.config import GatewayConfig, load_config
 from mcp_gateway.devissuer.config import IssuerConfig, load_issuer_config
 from mcp_gateway.devissuer.server import create_issuer_app, mint_token
+from mcp_gateway.transport.server import build_server
 from tests._servers import serve_asgi
 
 DEFAULT_ALLOWLIST = """
@@ -143,8 +144,10 @@ def _bound_socket() -> socket.socket:
 
 
 @asynccontextmanager
-async def _serve_on(app: Any, sock: socket.socket, **config: Any) -> AsyncIterator[None]:
-    server = uvicorn.Server(
+async def _serve_on(
+    app: Any, sock: socket.socket, server: uvicorn.Server | None = None, **config: Any
+) -> AsyncIterator[None]:
+    server = server or uvicorn.Server(
         uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=3, **config)
     )
     async with anyio.create_task_group() as tg:
@@ -172,11 +175,13 @@ async def gateway_stack(
     secrets: Mapping[str, str] | None = None,
     clients: Mapping[str, Sequence[str]] | None = None,
     upstream_tls: tuple[str, str] | None = None,
+    front_door: bool = False,
     **app_options: Any,
 ) -> AsyncIterator[Stack]:
     """Start issuer, upstream and gateway; `allowlist` is the body of `[servers.everything]`.
 
-    `upstream_tls` = (certfile, keyfile) serves the upstream over https (pins go in `server_extra`);
+    `upstream_tls` = (certfile, keyfile) serves the upstream over https (pins go in `server_extra`).
+    `front_door` serves the gateway with the server `mcp-gateway serve` builds (connection limits, metrics);
     `app_options` go to `create_app` (seams such as `limits`).
     """
     from examples.everything_server import build_app
@@ -211,7 +216,11 @@ async def gateway_stack(
         )
         config = load_config(directory / "gateway.toml")
         app = create_app(config, audit=audit, secrets=secrets if secrets is not None else {}, **app_options)
-        async with _serve_on(app, gateway_sock, http="httptools"):
+        server = None
+        if front_door:
+            server = build_server(app, config, host="127.0.0.1", port=gateway_port, log_level="warning")
+            server.config.timeout_graceful_shutdown = 3
+        async with _serve_on(app, gateway_sock, server, http="httptools"):
             yield Stack(
                 config=config,
                 app=app,

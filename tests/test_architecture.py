@@ -152,3 +152,27 @@ def test_a_package_init_that_re_exports_its_submodules_is_not_a_cycle(tmp_path: 
     )
     assert import_graph(root) == {"pkg": {"pkg.a"}, "pkg.a": {"pkg.b"}, "pkg.b": set()}
     assert import_cycles(import_graph(root)) == []
+
+
+MAX_MODULE_LINES = 400
+
+
+def modules_over(root: Path, limit: int) -> dict[str, int]:
+    """Modules longer than `limit` lines: past ~400 a module holds more than one concern (CONVENTIONS.md)."""
+    sizes = {
+        _module_name(path, root): len(path.read_text(encoding="utf-8").splitlines()) for path in root.rglob("*.py")
+    }
+    return {module: lines for module, lines in sizes.items() if lines > limit}
+
+
+def test_no_module_of_the_package_is_over_400_lines() -> None:
+    assert modules_over(PACKAGE_ROOT, MAX_MODULE_LINES) == {}
+
+
+def test_the_size_check_names_a_module_over_the_limit(tmp_path: Path) -> None:
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "long.py").write_text("x = 1\n" * 401)
+    (package / "short.py").write_text("x = 1\n" * 400)
+    assert modules_over(package, MAX_MODULE_LINES) == {"pkg.long": 401}

@@ -148,3 +148,26 @@ def test_audit_synchronous_reaches_the_sqlite_sink_and_audit_off_uses_no_store(t
     assert isinstance(sink, SQLiteAuditSink) and sink.synchronous == "normal"
     off = load_config(_write(tmp_path, gateway=GATEWAY + "\n[audit]\nenabled = false\n"))
     assert isinstance(create_app(off).audit, NullAuditSink)
+
+
+def test_connection_limits_default_to_ten_second_heads_five_second_idle_and_1024_connections(tmp_path: Path) -> None:
+    config = load_config(_write(tmp_path))
+    assert (config.header_timeout_seconds, config.idle_connection_seconds, config.max_connections) == (10, 5, 1024)
+
+
+@pytest.mark.parametrize(
+    ("line", "key", "words"),
+    [
+        ("header_timeout_seconds = 0", "header_timeout_seconds", "greater than 0"),
+        ("idle_connection_seconds = -1", "idle_connection_seconds", "greater than 0"),
+        ("max_connections = 0", "max_connections", "greater than 0"),
+        ('max_connections = "many"', "max_connections", "valid integer"),
+        ("max_conections = 10", "max_conections", "unknown key"),
+    ],
+)
+def test_connection_limits_that_make_no_sense_are_refused_by_name(
+    tmp_path: Path, line: str, key: str, words: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, line + "\n" + GATEWAY))
+    assert (info.value.key, words in str(info.value)) == (key, True), str(info.value)

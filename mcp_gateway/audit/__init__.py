@@ -1,8 +1,8 @@
-"""The audit trail: records, durable sinks, refusal summaries, and the auditor's queries."""
+"""The audit trail: records, the store seam (sinks write, readers query), refusal summaries."""
 
 from __future__ import annotations
 
-from mcp_gateway.audit.query import ExportResult, QueryFilters, VerifyResult, export, parse_time, query, verify
+from mcp_gateway.audit.query import ExportResult, QueryFilters, VerifyResult, parse_time
 from mcp_gateway.audit.record import (
     GENESIS_HASH,
     AuditRecord,
@@ -15,32 +15,46 @@ from mcp_gateway.audit.record import (
     outcome_of,
     redact,
 )
-from mcp_gateway.audit.sink import AuditSink, FailingAuditSink, MemoryAuditSink
-from mcp_gateway.audit.sqlite import AuditSinkStats, SQLiteAuditSink
+from mcp_gateway.audit.sink import FailingAuditSink, MemoryAuditSink, NullAuditSink
+from mcp_gateway.audit.store import (
+    AuditLocation,
+    AuditReader,
+    AuditReadError,
+    AuditSink,
+    AuditSinkStats,
+    AuditStore,
+    SchemaError,
+)
+from mcp_gateway.audit.stores import audit_location, open_audit_reader, open_audit_store
 from mcp_gateway.audit.summary import RefusalSummarizer
 
 __all__ = [
     "GENESIS_HASH",
+    "AuditLocation",
+    "AuditReadError",
+    "AuditReader",
     "AuditRecord",
     "AuditSink",
     "AuditSinkStats",
+    "AuditStore",
     "ExportResult",
     "FailingAuditSink",
     "MemoryAuditSink",
+    "NullAuditSink",
     "QueryFilters",
     "RefusalSummarizer",
-    "SQLiteAuditSink",
+    "SchemaError",
     "VerifyResult",
     "arguments_digest",
     "arguments_json",
+    "audit_location",
     "canonical_record_bytes",
     "chain_hash",
-    "export",
     "format_timestamp",
     "new_event_id",
+    "open_audit_reader",
+    "open_audit_store",
     "outcome_of",
     "parse_time",
-    "query",
     "redact",
-    "verify",
 ]

@@ -7,17 +7,17 @@ import csv
 import json
 import os
 import shutil
-import sqlite3
 import sys
 import time
 import tomllib
 import unicodedata
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final, TextIO
 
-from mcp_gateway.audit.query import OUTPUT_FIELDS, QueryFilters, export, parse_time, query, verify
-from mcp_gateway.audit.schema import SchemaError
+from mcp_gateway.audit.query import OUTPUT_FIELDS, QueryFilters, parse_time
+from mcp_gateway.audit.store import AuditLocation, AuditReadError, SchemaError
+from mcp_gateway.audit.stores import audit_location, open_audit_reader
 
 EXIT_OK: Final = 0
 EXIT_BROKEN: Final = 1
@@ -95,9 +95,9 @@ def _print_help(parser: argparse.ArgumentParser) -> int:
     return EXIT_USAGE
 
 
-def _database_path(config_path: str) -> Path:
-    """`[audit] database` from gateway.toml, relative to that file, without loading anything else:
-    an auditor must be able to read the log even when an allowlist entry is broken."""
+def _configured_location(config_path: str) -> AuditLocation:
+    """`[audit] url`, else `[audit] database` relative to gateway.toml, without loading anything else: an
+    auditor must be able to read the log even when an allowlist entry is broken."""
     path = Path(config_path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -106,15 +106,20 @@ def _database_path(config_path: str) -> Path:
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise _Refused(f"{path}: cannot read: {exc}") from exc
     audit = data.get("audit", {})
+    url = audit.get("url") if isinstance(audit, dict) else None
+    if url is not None and (not isinstance(url, str) or not url):
+        raise _Refused(f"{path}: audit.url: expected a URL string")
     database = audit.get("database", "audit.db") if isinstance(audit, dict) else None
     if not isinstance(database, str) or not database:
         raise _Refused(f"{path}: audit.database: expected a path string")
-    db = Path(database)
-    return db if db.is_absolute() else path.resolve().parent / db
+    return audit_location(url=url, database=database, base_dir=path.resolve().parent)
 
 
-def _resolve(args: argparse.Namespace) -> Path:
-    return Path(args.database) if args.database else _database_path(args.config)
+def _location(args: argparse.Namespace) -> AuditLocation:
+    """The log `--database` names (a SQLite file), else the one gateway.toml's `[audit]` names."""
+    if args.database:
+        return AuditLocation("sqlite", args.database)
+    return _configured_location(args.config)
 
 
 def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -125,7 +130,7 @@ def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse
             print(f"error: {exc}", file=sys.stderr)
         except ValueError as exc:  # a record that no longer parses: the log was edited
             print(f"error: {exc}", file=sys.stderr)
-        except sqlite3.DatabaseError as exc:
+        except AuditReadError as exc:
             print(
                 f"error: cannot read the audit database: {exc} (`mcp-gateway audit verify` checks it)", file=sys.stderr
             )
@@ -139,6 +144,11 @@ def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse
     run.__name__ = command.__name__
     run.__doc__ = command.__doc__
     return run
+
+
+def _rows(location: AuditLocation, filters: QueryFilters) -> Iterator[dict[str, Any]]:
+    # The log is opened at the first row, as it always was: a table's header line comes first.
+    yield from open_audit_reader(location).query(filters)
 
 
 @_guarded
@@ -164,7 +174,7 @@ def run_query(args: argparse.Namespace) -> int:
         until=until,
         limit=args.limit,
     )
-    rows = query(_resolve(args), filters)
+    rows = _rows(_location(args), filters)
     out = sys.stdout
     if args.format == "json":
         for row in rows:
@@ -252,7 +262,7 @@ def _write_table(rows: Iterable[dict[str, Any]], out: TextIO, terminal_width: in
 @_guarded
 def run_verify(args: argparse.Namespace) -> int:
     """`audit verify`: exit 0 if the chain is intact, 1 if broken (naming the first broken link)."""
-    result = verify(_resolve(args))
+    result = open_audit_reader(_location(args)).verify()
     if result.ok:
         print(f"audit log intact: {result.records} records; head seq {result.head_seq} hash {result.head_hash}")
         return EXIT_OK
@@ -264,14 +274,12 @@ def run_verify(args: argparse.Namespace) -> int:
 @_guarded
 def run_export(args: argparse.Namespace) -> int:
     """`audit export`: JSON lines after a cursor; prints the cursor to resume from on stderr."""
-    database = _resolve(args)
-    if not database.is_file():
-        raise FileNotFoundError(f"no audit database at {database}")
+    reader = open_audit_reader(_location(args))  # raises before --output is created if there is no log
     if args.output:
         with open(args.output, "a", encoding="utf-8") as out:
-            result = export(database, out, after_seq=args.after_seq, after_event_id=args.after)
+            result = reader.export(out, after_seq=args.after_seq, after_event_id=args.after)
     else:
-        result = export(database, sys.stdout, after_seq=args.after_seq, after_event_id=args.after)
+        result = reader.export(sys.stdout, after_seq=args.after_seq, after_event_id=args.after)
     resume = f"; resume with --after-seq {result.last_seq}" if result.last_seq is not None else ""
     print(f"exported {result.count} records{resume}", file=sys.stderr)
     return EXIT_OK

@@ -1,33 +1,16 @@
-"""The audit sink seam: where records go, and the durability promise each method makes."""
+"""Audit sinks that need no store: in memory and always failing (tests), and none at all (benchmarks).
+
+`AuditSink`, the protocol every sink follows, lives in `store.py`; it is re-exported here for the modules
+that import it from its first home.
+"""
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
-
 from mcp_gateway.audit.record import AuditRecord
+from mcp_gateway.audit.store import AuditSink, AuditSinkStats
 from mcp_gateway.errors import AuditUnavailable
 
-
-@runtime_checkable
-class AuditSink(Protocol):
-    """Where audit records are made durable.
-
-    `append` is the fail-closed path for intent records: it returns only once the record is durable
-    and raises `AuditUnavailable` otherwise, so the caller forwards nothing. `append_nowait` is for
-    outcome and event records the caller must not wait for: they become durable soon after, and a
-    failure to write them is counted rather than raised.
-    """
-
-    async def start(self) -> None: ...
-
-    async def append(self, record: AuditRecord) -> None: ...
-
-    def append_nowait(self, record: AuditRecord) -> None: ...
-
-    async def aclose(self) -> None: ...
-
-    @property
-    def healthy(self) -> bool: ...
+__all__ = ["AuditSink", "FailingAuditSink", "MemoryAuditSink", "NullAuditSink"]
 
 
 class MemoryAuditSink:
@@ -63,6 +46,11 @@ class MemoryAuditSink:
     def healthy(self) -> bool:
         return self._open and not self.failing
 
+    @property
+    def stats(self) -> AuditSinkStats:
+        """Each kept record counts as appended (and committed alone); refused `append_nowait` ones as lost."""
+        return AuditSinkStats(appended=len(self.records), commits=len(self.records), lost=self.lost)
+
 
 class FailingAuditSink:
     """An audit store that can never write: every `append` raises `AuditUnavailable`."""
@@ -89,6 +77,10 @@ class FailingAuditSink:
     def healthy(self) -> bool:
         return False
 
+    @property
+    def stats(self) -> AuditSinkStats:
+        return AuditSinkStats(failed_batches=self.attempts, lost=self.lost)
+
 
 class NullAuditSink:
     """Writes nothing: `[audit] enabled = false`, for benchmarks' audit-off baseline only."""
@@ -108,3 +100,7 @@ class NullAuditSink:
     @property
     def healthy(self) -> bool:
         return True
+
+    @property
+    def stats(self) -> AuditSinkStats:
+        return AuditSinkStats()

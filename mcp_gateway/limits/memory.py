@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from mcp_gateway.config import RateLimit
+from mcp_gateway.limits.sessions import SessionLedger
 from mcp_gateway.policy.ratelimit import MemoryRateLimiter
-from mcp_gateway.proxy.sessions import SessionLedger
 
 
 class MemoryLimitStore:

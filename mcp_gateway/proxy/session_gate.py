@@ -43,7 +43,7 @@ class SessionGate:
         """The claims of a session id this principal holds on this route; 404 for any other id."""
         fingerprint = self.fingerprint(principal)
         claims = self.sealer.open(sealed_id, server=server, principal=fingerprint)
-        if self.clock() - claims.created >= self.max_age_seconds:
+        if claims.expired(self.clock(), max_age_seconds=self.max_age_seconds):
             # session_max_age_seconds: past it the session is over on every replica (the id carries its
             # creation time); 404 tells the client to initialize a new one (MCP transports §Session Management).
             await self.limits.session_closed(fingerprint, server, claims.upstream_session_id)

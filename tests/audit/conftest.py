@@ -1,22 +1,20 @@
-"""Fixtures for the audit tests: the anyio backend and a record factory."""
+"""Fixtures for the audit tests: a record factory, and a log file written with the real SQLite sink."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from mcp_gateway.audit.record import AuditRecord, new_event_id
+from mcp_gateway.audit.sqlite import SQLiteAuditSink
 
 BASE_TIME = 1_795_867_200.0  # 2026-11-28T12:00:00Z
 
 RecordFactory = Callable[..., AuditRecord]
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 def make_record(phase: str = "intent", *, timestamp: float = BASE_TIME, **fields: Any) -> AuditRecord:
@@ -47,3 +45,13 @@ def make_record(phase: str = "intent", *, timestamp: float = BASE_TIME, **fields
 @pytest.fixture
 def record() -> RecordFactory:
     return make_record
+
+
+async def write_records(path: Path, records: Sequence[AuditRecord]) -> None:
+    """Append `records` to the log at `path` through the SQLite sink, as the gateway would."""
+    sink = SQLiteAuditSink(path)
+    with anyio.fail_after(10):
+        await sink.start()
+        for record in records:
+            await sink.append(record)
+        await sink.aclose()

@@ -8,7 +8,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
@@ -17,21 +16,11 @@ import pytest
 import mcp_gateway
 from mcp_gateway.audit.cli import add_commands, main
 from mcp_gateway.audit.query import CONTRACT_FIELDS, OUTPUT_FIELDS
-from mcp_gateway.audit.record import AuditRecord, outcome_of
-from mcp_gateway.audit.sqlite import SQLiteAuditSink
+from mcp_gateway.audit.record import outcome_of
 
-from .conftest import BASE_TIME, make_record
+from .conftest import BASE_TIME, make_record, write_records
 
 pytestmark = pytest.mark.anyio
-
-
-async def write(path: Path, records: Sequence[AuditRecord]) -> None:
-    sink = SQLiteAuditSink(path)
-    with anyio.fail_after(10):
-        await sink.start()
-        for record in records:
-            await sink.append(record)
-        await sink.aclose()
 
 
 @pytest.fixture
@@ -49,7 +38,7 @@ async def db(tmp_path: Path) -> Path:
         make_record(timestamp=BASE_TIME + 60, agent_id="agent-8", tool="delete_everything", decision="deny"),
         make_record(timestamp=BASE_TIME + 120, agent_id="agent-9", delegating_user="bob", tool="search"),
     ]
-    await write(path, records)
+    await write_records(path, records)
     return path
 
 
@@ -213,7 +202,7 @@ async def test_export_is_resumable_and_appends_to_its_output_file(
 
 async def test_a_reader_that_stops_early_gets_a_quiet_exit(tmp_path: Path) -> None:
     db = tmp_path / "audit.db"
-    await write(db, [make_record(timestamp=BASE_TIME + i, request_context="x" * 500) for i in range(400)])
+    await write_records(db, [make_record(timestamp=BASE_TIME + i, request_context="x" * 500) for i in range(400)])
     root = str(Path(mcp_gateway.__file__).resolve().parent.parent)
     env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
     command = [

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from mcp_gateway.audit.sink import AuditSink, FailingAuditSink, MemoryAuditSink
+from mcp_gateway.audit.sink import AuditSink, FailingAuditSink, MemoryAuditSink, NullAuditSink
 from mcp_gateway.audit.sqlite import SQLiteAuditSink
+from mcp_gateway.audit.store import AuditSinkStats
 from mcp_gateway.errors import AuditUnavailable, GatewayError
 
 from .conftest import make_record
@@ -12,8 +13,27 @@ pytestmark = pytest.mark.anyio
 
 
 def test_every_sink_satisfies_the_protocol(tmp_path: object) -> None:
-    for sink in (MemoryAuditSink(), FailingAuditSink(), SQLiteAuditSink("unused.db")):
+    for sink in (MemoryAuditSink(), FailingAuditSink(), NullAuditSink(), SQLiteAuditSink("unused.db")):
         assert isinstance(sink, AuditSink)
+    # The same, checked by mypy: each one is assignable where the gateway wants a sink.
+    sinks: list[AuditSink] = [MemoryAuditSink(), FailingAuditSink(), NullAuditSink(), SQLiteAuditSink("unused.db")]
+    assert all(isinstance(sink.stats, AuditSinkStats) for sink in sinks)
+
+
+async def test_sinks_without_a_store_count_what_they_kept_and_lost() -> None:
+    memory = MemoryAuditSink()
+    await memory.start()
+    await memory.append(make_record())
+    memory.append_nowait(make_record("outcome"))
+    memory.failing = True
+    memory.append_nowait(make_record("event"))
+    assert memory.stats == AuditSinkStats(appended=2, commits=2, lost=1)
+    failing = FailingAuditSink()
+    with pytest.raises(AuditUnavailable):
+        await failing.append(make_record())
+    failing.append_nowait(make_record("outcome"))
+    assert failing.stats == AuditSinkStats(failed_batches=1, lost=1)
+    assert NullAuditSink().stats == AuditSinkStats()
 
 
 async def test_memory_sink_keeps_records_in_order_until_it_is_made_to_fail() -> None:

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import functools
-import hashlib
-import hmac
 import json
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -130,14 +126,6 @@ async def stub_server(handler: Handler) -> AsyncIterator[StubServer]:
             group.cancel_scope.cancel()
 
 
-def refused_url() -> str:
-    """A loopback URL where nothing listens: connecting is refused at once."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
-
-
 # --- real keys -------------------------------------------------------------------------------------
 
 
@@ -250,28 +238,6 @@ def sign(key: KeyPair, claims: Mapping[str, object], *, alg: str | None = None, 
         del headers["kid"]
     payload = json.dumps(dict(claims), separators=(",", ":")).encode()  # any JSON, even claims pyjwt would refuse
     return jwt.PyJWS().encode(payload, key.private_key, algorithm=alg or key.alg, headers=headers)
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def compact(header: Mapping[str, object], claims: Mapping[str, object], signature: bytes = b"") -> str:
-    return f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(claims).encode())}.{b64url(signature)}"
-
-
-def hmac_token(secret: bytes, header: Mapping[str, object], claims: Mapping[str, object]) -> str:
-    """HS256 over the compact signing input, MACed with whatever bytes the attacker likes."""
-    signing_input = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(claims).encode())}"
-    mac = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
-    return f"{signing_input}.{b64url(mac)}"
-
-
-def resign_raw(key: KeyPair, header_json: bytes, payload_json: bytes) -> str:
-    """Sign exact header and payload bytes (for duplicate members and other hand-made JSON)."""
-    signing_input = f"{b64url(header_json)}.{b64url(payload_json)}".encode()
-    algorithm = jwt.get_algorithm_by_name(key.alg)
-    return f"{signing_input.decode()}.{b64url(algorithm.sign(signing_input, key.private_key))}"
 
 
 # --- a JWKS endpoint with switchable behaviour ---------------------------------------------------

@@ -13,11 +13,6 @@ from ._support import ISSUER, FakeClock, JWKSEndpoint, StubServer, stub_server
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
 

@@ -13,6 +13,7 @@ import pytest
 from mcp_gateway.auth.introspection import IntrospectionVerifier
 from mcp_gateway.auth.verifier import TokenVerifier, build_verifier
 from mcp_gateway.errors import AuthUnavailable, ConfigError, InvalidToken
+from tests._servers import refused_url
 
 from ._support import (
     ABSENT,
@@ -24,7 +25,6 @@ from ._support import (
     StubResponse,
     StubServer,
     good_claims,
-    refused_url,
     stub_server,
 )
 from .conftest import make_auth_config

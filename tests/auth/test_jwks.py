@@ -10,6 +10,8 @@ import pytest
 from mcp_gateway.auth.jwks import JWKSCache, metadata_urls, parse_jwk
 from mcp_gateway.auth.verifier import TokenVerifier, build_verifier
 from mcp_gateway.errors import AuthUnavailable, InvalidToken
+from tests._jws import b64url
+from tests._servers import refused_url
 
 from ._support import (
     ISSUER,
@@ -19,12 +21,10 @@ from ._support import (
     StubRequest,
     StubResponse,
     StubServer,
-    b64url,
     ec_key,
     ed448_jwk,
     ed25519_key,
     good_claims,
-    refused_url,
     rsa_key,
     sign,
     stub_server,

@@ -14,6 +14,8 @@ import pytest
 
 from mcp_gateway.auth.verifier import TokenVerifier, build_verifier
 from mcp_gateway.errors import AuthUnavailable, InvalidToken
+from tests._jws import b64url, compact, hmac_token, signed_raw
+from tests._servers import refused_url
 
 from ._support import (
     ABSENT,
@@ -25,14 +27,9 @@ from ._support import (
     KeyPair,
     StubResponse,
     StubServer,
-    b64url,
-    compact,
     ec_key,
     ed25519_key,
     good_claims,
-    hmac_token,
-    refused_url,
-    resign_raw,
     rsa_key,
     sign,
     stub_server,
@@ -185,7 +182,7 @@ async def test_hmac_token_keyed_with_the_rsa_public_key_is_invalid_token_cve_202
     verifier: TokenVerifier, alg: str, secret: bytes
 ) -> None:
     header = {"alg": alg, "kid": "rsa-1", "typ": "JWT"}
-    error = await refused(verifier, hmac_token(secret, header, good_claims()))
+    error = await refused(verifier, hmac_token(secret, alg, header, good_claims()))
     assert "algorithm" in str(error)
 
 
@@ -429,7 +426,7 @@ async def test_expiry_follows_the_injected_clock_even_for_a_cached_token(
 async def test_signed_payloads_that_are_not_a_clean_json_object_are_invalid_token(
     verifier: TokenVerifier, payload: bytes
 ) -> None:
-    await refused(verifier, resign_raw(EC, b'{"alg":"ES256","kid":"ec-1"}', payload))
+    await refused(verifier, signed_raw(EC.private_key, EC.alg, b'{"alg":"ES256","kid":"ec-1"}', payload))
 
 
 @pytest.mark.parametrize("claim", ["sub", "client_id", "azp", "jti", "act.sub", "act.act.sub"])
@@ -502,12 +499,12 @@ async def test_a_directly_built_verifier_still_refuses_none_and_hmac_even_if_the
     verifier = JWTVerifier(keys, issuer=ISSUER, algorithms=algorithms, clock=clock)
     with anyio.fail_after(5):
         await verifier.start()
-    await refused(verifier, hmac_token(RSA.public_pem, {"alg": "HS256", "kid": "rsa-1"}, good_claims()))
-    await refused(verifier, hmac_token(RSA.public_pem, {"alg": "HS256", "kid": "hmac"}, good_claims()))
+    await refused(verifier, hmac_token(RSA.public_pem, "HS256", {"kid": "rsa-1"}, good_claims()))
+    await refused(verifier, hmac_token(RSA.public_pem, "HS256", {"kid": "hmac"}, good_claims()))
     await refused(verifier, compact({"alg": "None", "kid": "rsa-1"}, good_claims()))
     # Refused on the header alone: not even an unknown kid makes them worth a JWKS refetch.
     clock.advance(10)
-    await refused(verifier, hmac_token(RSA.public_pem, {"alg": "HS256", "kid": "new"}, good_claims(now=clock.now)))
+    await refused(verifier, hmac_token(RSA.public_pem, "HS256", {"kid": "new"}, good_claims(now=clock.now)))
     await refused(verifier, compact({"alg": "none", "kid": "new"}, good_claims(now=clock.now)))
     assert jwks_server.count("/jwks.json") == 1
     assert (await verify(verifier, sign(RSA, good_claims(now=clock.now)))).agent_id == "agent-1"

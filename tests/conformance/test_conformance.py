@@ -45,11 +45,6 @@ CHECKS_RUN = {"2025-11-25": 84, "2026-07-28": 152}
 SUITE_TIMEOUT = 90
 
 
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"  # module scope, so that the direct run below is shared by the tests of this module
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _suite_installed() -> None:
     if not suite_installed():

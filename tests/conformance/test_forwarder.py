@@ -17,11 +17,6 @@ pytestmark = pytest.mark.anyio
 TIMEOUT = 10
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def test_the_token_replaces_any_authorization_and_the_connection_closes() -> None:
     head = b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:5000\r\nAuthorization: Basic eA==\r\nConnection: keep-alive"
     rewritten = rewrite_request_head(head, token="t0k", own_authority="127.0.0.1:5000", target_authority="gw:8000")

@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -26,8 +25,8 @@ import rfc8785
 from anyio.abc import Process
 
 from mcp_gateway.cli import main as gateway_cli
+from tests._mcp import MODERN_META, modern_headers
 
-MODERN = "2026-07-28"
 REPO = Path(__file__).resolve().parents[2]
 # The contract's field names (DESIGN.md), spelled out here rather than imported from the code under test.
 CONTRACT_FIELDS = (
@@ -58,28 +57,11 @@ def digest(arguments: Any) -> str:
     return hashlib.sha256(rfc8785.dumps(arguments)).hexdigest()
 
 
-def call_headers(token: str | None, method: str, name: str | None) -> dict[str, str]:
-    headers = {
-        "content-type": "application/json",
-        "accept": "application/json, text/event-stream",
-        "mcp-protocol-version": MODERN,
-        "mcp-method": method,
-    }
-    if name is not None:
-        headers["mcp-name"] = name
-    if token is not None:
-        headers["authorization"] = f"Bearer {token}"
-    return headers
-
-
 def call_body(
     method: str, params: Mapping[str, Any], *, request_id: int | str = 1, reason: str | None = None
 ) -> dict[str, Any]:
     """A 2026-07-28 request: every request carries its protocol envelope in `params._meta`."""
-    meta: dict[str, Any] = {
-        "io.modelcontextprotocol/protocolVersion": MODERN,
-        "io.modelcontextprotocol/clientCapabilities": {},
-    }
+    meta: dict[str, Any] = dict(MODERN_META)
     if reason is not None:
         meta["request_context"] = reason
     return {"jsonrpc": "2.0", "id": request_id, "method": method, "params": {**params, "_meta": meta}}
@@ -98,7 +80,7 @@ async def call(
     """POST one stateless (2026-07-28) request naming a tool, resource or prompt to `url`."""
     name = params.get("uri") if method == "resources/read" else params.get("name")
     body = call_body(method, params, request_id=request_id, reason=reason)
-    return await http.post(url, json=body, headers=call_headers(token, method, name))
+    return await http.post(url, json=body, headers=modern_headers(token, method, name))
 
 
 async def call_tool(
@@ -112,8 +94,8 @@ async def call_tool(
     reason: str | None = None,
 ) -> httpx2.Response:
     """POST one stateless (2026-07-28) tools/call to `url`."""
-    body = call_body("tools/call", {"name": tool, "arguments": dict(arguments)}, request_id=request_id, reason=reason)
-    return await http.post(url, json=body, headers=call_headers(token, "tools/call", tool))
+    params = {"name": tool, "arguments": dict(arguments)}
+    return await call(http, url, token, "tools/call", params, request_id=request_id, reason=reason)
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
@@ -180,13 +162,6 @@ class ReceivedCalls:
             return message
 
         await self.app(scope, tapped_receive, send)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _child_env() -> dict[str, str]:

@@ -8,8 +8,6 @@ gateway. Tokens are built byte for byte so that claims pyjwt itself would refuse
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import json
 import re
 import secrets
@@ -22,7 +20,6 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import httpx2
-import jwt
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -31,24 +28,19 @@ from cryptography.x509.oid import NameOID
 from jwt.algorithms import ECAlgorithm
 
 import tests._stack as stack_module
-from mcp_gateway.audit.query import query
+from mcp_gateway.audit.sqlite import SQLiteAuditReader
 from mcp_gateway.devissuer.server import create_issuer_app
+from tests._jws import jws
+from tests._mcp import MODERN_META
 from tests._servers import serve_asgi
 from tests._stack import Stack
-
-MODERN = "2026-07-28"
-LEGACY = "2025-11-25"
 
 # --- raw MCP requests ------------------------------------------------------------------------------
 
 
 def envelope() -> dict[str, Any]:
     """The `_meta` every 2026-07-28 request carries (the SDK sends exactly these keys)."""
-    return {
-        "io.modelcontextprotocol/protocolVersion": MODERN,
-        "io.modelcontextprotocol/clientInfo": {"name": "e2e-raw", "version": "0"},
-        "io.modelcontextprotocol/clientCapabilities": {},
-    }
+    return {**MODERN_META, "io.modelcontextprotocol/clientInfo": {"name": "e2e-raw", "version": "0"}}
 
 
 def rpc(
@@ -64,55 +56,6 @@ def tool_call(
     name: str, arguments: Mapping[str, Any] | None = None, *, id: int | str = 1, modern: bool = True
 ) -> dict[str, Any]:
     return rpc("tools/call", {"name": name, "arguments": dict(arguments or {})}, id=id, modern=modern)
-
-
-def initialize_body(id: int = 0) -> dict[str, Any]:
-    return {
-        "jsonrpc": "2.0",
-        "id": id,
-        "method": "initialize",
-        "params": {"protocolVersion": LEGACY, "capabilities": {}, "clientInfo": {"name": "e2e-raw", "version": "0"}},
-    }
-
-
-def modern_headers(method: str, name: str | None = None, *, token: str | None = None) -> dict[str, str]:
-    headers = {
-        "content-type": "application/json",
-        "accept": "application/json, text/event-stream",
-        "mcp-protocol-version": MODERN,
-        "mcp-method": method,
-    }
-    if name is not None:
-        headers["mcp-name"] = name
-    if token is not None:
-        headers["authorization"] = f"Bearer {token}"
-    return headers
-
-
-def legacy_headers(*, token: str | None = None, session: str | None = None, version: bool = True) -> dict[str, str]:
-    headers = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
-    if version:
-        headers["mcp-protocol-version"] = LEGACY
-    if token is not None:
-        headers["authorization"] = f"Bearer {token}"
-    if session is not None:
-        headers["mcp-session-id"] = session
-    return headers
-
-
-async def open_session(http: httpx2.AsyncClient, url: str, token: str) -> str:
-    """Initialize a handshake-era session through the gateway; the sealed `Mcp-Session-Id` it hands out."""
-    response = await http.post(url, json=initialize_body(), headers=legacy_headers(token=token, version=False))
-    assert response.status_code == 200, response.text
-    session = response.headers.get("mcp-session-id")
-    assert session, "the gateway's initialize answer carries no Mcp-Session-Id"
-    done = await http.post(
-        url,
-        json={"jsonrpc": "2.0", "method": "notifications/initialized"},
-        headers=legacy_headers(token=token, session=session),
-    )
-    assert done.status_code == 202, done.text
-    return session
 
 
 def jsonrpc_answer(response: httpx2.Response) -> dict[str, Any]:
@@ -209,43 +152,10 @@ async def audit_rows(stack: Stack) -> list[dict[str, Any]]:
     flush = getattr(stack.app.audit, "flush", None)
     if flush is not None:
         await flush()
-    return list(query(stack.config.path_for(stack.config.audit.database)))
+    return list(SQLiteAuditReader(stack.config.path_for(stack.config.audit.database)).query())
 
 
 # --- tokens ----------------------------------------------------------------------------------------
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _json(value: object) -> bytes:
-    return value if isinstance(value, bytes) else json.dumps(value, separators=(",", ":")).encode()
-
-
-def jws(private_key: Any, alg: str, header: Mapping[str, Any], payload: object) -> str:
-    """A real signature by `private_key` over exactly this header and payload (payload: JSON value or raw bytes)."""
-    signing_input = f"{b64url(_json({'alg': alg, **header}))}.{b64url(_json(payload))}".encode()
-    algorithm = jwt.get_algorithm_by_name(alg)
-    return f"{signing_input.decode()}.{b64url(algorithm.sign(signing_input, private_key))}"
-
-
-def jws_raw_header(private_key: Any, alg: str, header_json: bytes, payload: object) -> str:
-    """Sign hand-made header bytes (duplicate members and other JSON a dict cannot hold)."""
-    signing_input = f"{b64url(header_json)}.{b64url(_json(payload))}".encode()
-    algorithm = jwt.get_algorithm_by_name(alg)
-    return f"{signing_input.decode()}.{b64url(algorithm.sign(signing_input, private_key))}"
-
-
-def unsigned(header: Mapping[str, Any], payload: object, signature: bytes = b"") -> str:
-    return f"{b64url(_json(dict(header)))}.{b64url(_json(payload))}.{b64url(signature)}"
-
-
-def hmac_token(secret: bytes, alg: str, header: Mapping[str, Any], payload: object) -> str:
-    """An HMAC "signature" keyed with bytes of the attacker's choosing (e.g. the issuer's public key)."""
-    digest = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}[alg]
-    signing_input = f"{b64url(_json({'alg': alg, **header}))}.{b64url(_json(payload))}"
-    return f"{signing_input}.{b64url(hmac.new(secret, signing_input.encode(), digest).digest())}"
 
 
 def claims_for(
@@ -413,16 +323,6 @@ def recorded_issuer() -> Iterator[RequestLog]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(stack_module, "create_issuer_app", create_recorded_issuer_app)
         yield log
-
-
-def refused_loopback_url() -> str:
-    """An http URL on loopback where nothing listens (a route that must never be contacted)."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/mcp"
 
 
 # --- the SDK's token storage ------------------------------------------------------------------------

@@ -16,12 +16,11 @@ import pytest
 
 from mcp_gateway.devissuer.config import IssuerConfig, load_issuer_config
 from mcp_gateway.devissuer.server import create_issuer_app, mint_token
-from tests._servers import serve_asgi
+from tests._servers import free_port, serve_asgi
 from tests.e2e._audit_support import (
     ReceivedCalls,
     call_tool,
     digest,
-    free_port,
     gateway_process,
     json_rows,
     run_cli,

@@ -13,8 +13,9 @@ import pytest
 
 from mcp_gateway.audit.sink import FailingAuditSink
 from mcp_gateway.audit.sqlite import SQLiteAuditSink
+from tests._mcp import modern_headers
 from tests._stack import gateway_stack
-from tests.e2e._audit_support import call_body, call_headers, call_tool, digest, json_rows, run_cli, wait_ready
+from tests.e2e._audit_support import call_body, call_tool, digest, json_rows, run_cli, wait_ready
 
 pytestmark = pytest.mark.anyio
 
@@ -52,7 +53,7 @@ async def test_a_failing_audit_sink_refuses_audited_calls_with_503_and_forwards_
             async with httpx2.AsyncClient(timeout=10) as http:
                 name = params.get("name") or params.get("uri")
                 response = await http.post(
-                    stack.mcp_url(), json=call_body(method, params), headers=call_headers(token, method, name)
+                    stack.mcp_url(), json=call_body(method, params), headers=modern_headers(token, method, name)
                 )
                 status, ready = await readiness(http, stack.base_url)
     assert_refused_for_audit(response, "/var/lib/secret", "i/o error")

@@ -103,11 +103,6 @@ def expect(
 
 
 @pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"  # module scope, so that one gateway run serves every test of the `traffic` fixture
-
-
-@pytest.fixture(scope="module")
 async def traffic(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Traffic]:
     """One gateway run: an allowed call in each era, a step-up round trip, no token, a denied tool, a tool error.
 

@@ -14,7 +14,7 @@ import httpx2
 import pytest
 
 from mcp_gateway.audit.record import canonical_record_bytes, chain_hash
-from mcp_gateway.audit.schema import ROW_COLUMNS, parse_record
+from mcp_gateway.audit.sqlite.schema import ROW_COLUMNS, parse_record
 from tests._stack import gateway_stack
 from tests.e2e._audit_support import call_tool, run_cli
 
@@ -24,11 +24,6 @@ pytestmark = pytest.mark.anyio
 # the last intact record is not the one just before it.
 Tamper = Callable[[sqlite3.Connection], int | tuple[int, int]]
 BROKEN = re.compile(r"audit log BROKEN at seq (\d+): (.*)")
-
-
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"  # module scope: one gateway run produces the log every test tampers with a copy of
 
 
 @pytest.fixture(scope="module")

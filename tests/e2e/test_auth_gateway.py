@@ -22,6 +22,9 @@ import httpx2
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from tests._jws import b64url, compact, hmac_token, jws, signed_raw
+from tests._mcp import HANDSHAKE, initialize_body, modern_headers, open_session, post_headers
+from tests._servers import refused_url
 from tests._stack import DEFAULT_ALLOWLIST, Stack, gateway_stack
 from tests.auth._support import HOSTILE_IDENTITY_VALUES
 from tests.e2e._auth_support import (
@@ -30,24 +33,14 @@ from tests.e2e._auth_support import (
     assert_challenge,
     assert_no_token_leak,
     audit_rows,
-    b64url,
     bait_server,
     claims_for,
-    hmac_token,
-    initialize_body,
     issuer_signed,
     jsonrpc_answer,
-    jws,
-    jws_raw_header,
-    legacy_headers,
-    modern_headers,
-    open_session,
     public_pem,
     recorded_issuer,
-    refused_loopback_url,
     token_fragments,
     tool_call,
-    unsigned,
 )
 
 pytestmark = pytest.mark.anyio
@@ -55,11 +48,6 @@ pytestmark = pytest.mark.anyio
 # A second route on the same gateway whose upstream must never be contacted by these tests.
 OTHER_ROUTE = 'default_scopes = ["tools:call"]'
 ECHO_SCOPE = "tools:read"  # tool_scopes.echo in DEFAULT_ALLOWLIST: what a 401 for an echo call names
-
-
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 @dataclass
@@ -92,7 +80,7 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
         "/jwks.json": json.dumps({"keys": [attacker.ec256_jwk("attacker-1")]}).encode(),
         "/cert.pem": public_pem(attacker.ec256),
     }
-    allowlist = f'{DEFAULT_ALLOWLIST}\n[servers.other]\nurl = "{refused_loopback_url()}"\n{OTHER_ROUTE}\n'
+    allowlist = f'{DEFAULT_ALLOWLIST}\n[servers.other]\nurl = "{refused_url()}/mcp"\n{OTHER_ROUTE}\n'
     async with bait_server(bait_documents) as (bait_url, bait_log):
         with recorded_issuer() as issuer_log:
             async with (
@@ -135,7 +123,7 @@ async def _run(world: World, case: Case) -> None:
     if case.headers is not None:
         headers: Any = case.headers
     else:
-        headers = modern_headers("tools/call", case.tool, token=case.token)
+        headers = modern_headers(case.token, "tools/call", case.tool)
     if case.token is not None:
         world.presented.append(case.token)
     before = len(stack.tap.requests)
@@ -186,7 +174,7 @@ async def test_every_way_a_token_can_arrive_other_than_one_bearer_header_is_refu
     good = stack.token([ECHO_SCOPE])
 
     def with_auth(value: str) -> dict[str, str]:
-        return {**modern_headers("tools/call", "echo"), "authorization": value}
+        return {**modern_headers(None, "tools/call", "echo"), "authorization": value}
 
     oversized = issuer_signed(stack, claims_for(stack, padding="x" * 9000))
     cases = [
@@ -201,7 +189,7 @@ async def test_every_way_a_token_can_arrive_other_than_one_bearer_header_is_refu
             None,
             scope="tools:call",
             body=initialize_body(),
-            headers=legacy_headers(version=False),
+            headers=post_headers(None),
         ),
         Case(
             "token only in the query string",
@@ -209,14 +197,14 @@ async def test_every_way_a_token_can_arrive_other_than_one_bearer_header_is_refu
             401,
             None,
             query=f"?access_token={good}",
-            headers=modern_headers("tools/call", "echo"),
+            headers=modern_headers(None, "tools/call", "echo"),
         ),
         Case(
             "token only in a cookie",
             good,
             401,
             None,
-            headers={**modern_headers("tools/call", "echo"), "cookie": f"access_token={good}"},
+            headers={**modern_headers(None, "tools/call", "echo"), "cookie": f"access_token={good}"},
         ),
         Case(
             "token only in a body field",
@@ -224,7 +212,7 @@ async def test_every_way_a_token_can_arrive_other_than_one_bearer_header_is_refu
             401,
             None,
             body={**tool_call("echo", {"message": "hi"}), "access_token": good},
-            headers=modern_headers("tools/call", "echo"),
+            headers=modern_headers(None, "tools/call", "echo"),
         ),
         Case("Basic credentials", None, 401, None, headers=with_auth("Basic YWdlbnQtYTpzZWNyZXQ=")),
         Case("an unsupported scheme carrying a valid token", good, 401, None, headers=with_auth(f"DPoP {good}")),
@@ -239,7 +227,7 @@ async def test_every_way_a_token_can_arrive_other_than_one_bearer_header_is_refu
             400,
             "invalid_request",
             headers=[
-                *modern_headers("tools/call", "echo").items(),
+                *modern_headers(None, "tools/call", "echo").items(),
                 ("authorization", f"Bearer {good}"),
                 ("authorization", f"Bearer {good}"),
             ],
@@ -269,7 +257,7 @@ async def test_oversized_headers_are_refused_with_431_before_the_token_is_looked
     stack = world.stack
     # A token the gateway would otherwise answer 401i: 431 proves the size check ran first.
     token = jws(world.attacker.ec256, "ES256", {"kid": "attacker-1"}, claims_for(stack))
-    headers = {**modern_headers("tools/call", "echo", token=token), "x-padding": "a" * 200_000}
+    headers = {**modern_headers(token, "tools/call", "echo"), "x-padding": "a" * 200_000}
     before = len(stack.tap.requests)
     with anyio.fail_after(15):
         response = await world.http.post(stack.mcp_url(), json=tool_call("echo", {"message": "hi"}), headers=headers)
@@ -286,7 +274,9 @@ async def test_a_session_id_never_authenticates_and_never_crosses_principals(wor
         session = await open_session(http, stack.mcp_url(), token_a)
         body = tool_call("echo", {"message": "hi"}, modern=False)
         before = len(stack.tap.requests)
-        no_token = await http.post(stack.mcp_url(), json=body, headers=legacy_headers(session=session))
+        no_token = await http.post(
+            stack.mcp_url(), json=body, headers=post_headers(None, version=HANDSHAKE, session=session)
+        )
         assert_challenge(
             no_token,
             status=401,
@@ -296,7 +286,7 @@ async def test_a_session_id_never_authenticates_and_never_crosses_principals(wor
             case="valid session id, no token",
         )
         bad_token = await http.post(
-            stack.mcp_url(), json=body, headers=legacy_headers(session=session, token=token_a[:-4] + "AAAA")
+            stack.mcp_url(), json=body, headers=post_headers(token_a[:-4] + "AAAA", version=HANDSHAKE, session=session)
         )
         assert_challenge(
             bad_token,
@@ -306,11 +296,15 @@ async def test_a_session_id_never_authenticates_and_never_crosses_principals(wor
             resource_metadata=world.metadata_url,
             case="valid session id, forged token",
         )
-        foreign = await http.post(stack.mcp_url(), json=body, headers=legacy_headers(session=session, token=token_b))
+        foreign = await http.post(
+            stack.mcp_url(), json=body, headers=post_headers(token_b, version=HANDSHAKE, session=session)
+        )
         assert foreign.status_code == 404, f"another principal's token on A's session: {foreign.status_code}"
         assert not stack.tap.requests[before:], "a refused request reached the upstream"
         # Control: the session's own principal is served.
-        own = await http.post(stack.mcp_url(), json=body, headers=legacy_headers(session=session, token=token_a))
+        own = await http.post(
+            stack.mcp_url(), json=body, headers=post_headers(token_a, version=HANDSHAKE, session=session)
+        )
     assert own.status_code == 200, own.text[:300]
     assert [call["params"]["name"] for call in stack.tap.calls("tools/call")[-1:]] == ["echo"]
     assert len(stack.tap.requests) == before + 1
@@ -340,11 +334,11 @@ async def test_every_forged_signature_algorithm_or_key_is_refused_with_401i(worl
         _accepted("issuer-signed token (control)", good),
         # alg none, in every capitalisation, with and without a signature.
         *[
-            _invalid(f"alg {alg!r} unsigned", unsigned({"alg": alg, **kid}, claims))
+            _invalid(f"alg {alg!r} unsigned", compact({"alg": alg, **kid}, claims))
             for alg in ("none", "None", "NONE", "nOnE")
         ],
         _invalid(
-            "alg none carrying the issuer's real signature", unsigned({"alg": "none", **kid}, claims) + signature_b64
+            "alg none carrying the issuer's real signature", compact({"alg": "none", **kid}, claims) + signature_b64
         ),
         # Algorithm confusion (CVE-2022-29217 and cousins): HMAC keyed with the issuer's public key.
         _invalid("HS256 MACed with the issuer's PEM public key", hmac_token(issuer_pem, "HS256", kid, claims)),
@@ -360,7 +354,7 @@ async def test_every_forged_signature_algorithm_or_key_is_refused_with_401i(worl
         _invalid("ES384 by an attacker P-384 key", jws(attacker.ec384, "ES384", kid, claims)),
         _invalid("EdDSA by an attacker Ed25519 key", jws(attacker.ed25519, "EdDSA", kid, claims)),
         _invalid(
-            "ES256 with an all-zero signature (CVE-2022-21449)", unsigned({"alg": "ES256", **kid}, claims, bytes(64))
+            "ES256 with an all-zero signature (CVE-2022-21449)", compact({"alg": "ES256", **kid}, claims, bytes(64))
         ),
         # The issuer's signature, used on something else.
         _invalid("payload escalated under the original signature", f"{header_b64}.{escalated}.{signature_b64}"),
@@ -409,13 +403,11 @@ async def test_every_forged_signature_algorithm_or_key_is_refused_with_401i(worl
         _invalid("kid of the wrong type", issuer_signed(stack, claims, kid=12345)),
         _invalid("kid 300 characters long", issuer_signed(stack, claims, kid="k" * 300)),
         _invalid("kid with path traversal", issuer_signed(stack, claims, kid="../../../../dev/null")),
-        _invalid("alg missing", unsigned(kid, claims, b"x" * 64)),
+        _invalid("alg missing", compact(kid, claims, b"x" * 64)),
         _invalid(
             "duplicate alg members in the header",
             # Last-member-wins would read ES256 and accept the valid signature: only refusing duplicates stops it.
-            jws_raw_header(
-                key.private_key, "ES256", f'{{"alg":"none","kid":"{key.kid}","alg":"ES256"}}'.encode(), claims
-            ),
+            signed_raw(key.private_key, "ES256", f'{{"alg":"none","kid":"{key.kid}","alg":"ES256"}}'.encode(), claims),
         ),
         _invalid("header is a JSON array", f"{b64url(b'[1,2]')}.{payload_b64}.{signature_b64}"),
     ]
@@ -436,7 +428,7 @@ async def test_a_flood_of_unknown_kids_costs_at_most_one_jwks_fetch(world: World
     responses: list[httpx2.Response] = []
 
     async def send(token: str) -> None:
-        headers = modern_headers("tools/call", "echo", token=token)
+        headers = modern_headers(token, "tools/call", "echo")
         responses.append(
             await world.http.post(stack.mcp_url(), json=tool_call("echo", {"message": "x"}), headers=headers)
         )
@@ -568,7 +560,7 @@ async def test_identity_claims_with_control_characters_are_refused_with_401i_nam
                 response = await world.http.post(
                     world.url,
                     json=tool_call("echo", {"message": "hi"}),
-                    headers=modern_headers("tools/call", "echo", token=token),
+                    headers=modern_headers(token, "tools/call", "echo"),
                 )
             case = f"{claim} {family}"
             try:
@@ -591,9 +583,7 @@ async def test_identity_claims_with_control_characters_are_refused_with_401i_nam
         accepted = await world.http.post(
             world.url,
             json=tool_call("echo", {"message": "hi"}),
-            headers=modern_headers(
-                "tools/call", "echo", token=issuer_signed(stack, claims_for(stack, sub="Jos\u00e9"))
-            ),
+            headers=modern_headers(issuer_signed(stack, claims_for(stack, sub="Jos\u00e9")), "tools/call", "echo"),
         )
     assert accepted.status_code == 200, accepted.text[:300]
     recorded = json.dumps(await audit_rows(stack), ensure_ascii=False)
@@ -682,7 +672,7 @@ async def test_protected_resource_metadata_names_this_route_its_issuer_and_every
     allowlist = tomllib.loads((stack.directory / "server_allowlist.toml").read_text())
     with anyio.fail_after(15):
         challenge = await http.post(
-            stack.mcp_url(), json=tool_call("echo"), headers=modern_headers("tools/call", "echo")
+            stack.mcp_url(), json=tool_call("echo"), headers=modern_headers(None, "tools/call", "echo")
         )
         metadata_url = challenge.headers["www-authenticate"].split('resource_metadata="')[1].split('"')[0]
         documents = {name: await http.get(stack.config.resource_metadata_url(name)) for name in ("everything", "other")}

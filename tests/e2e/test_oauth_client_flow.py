@@ -24,6 +24,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import OAuthToken
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 
+from tests._servers import refused_url
 from tests._stack import Stack, gateway_stack
 from tests.e2e._auth_support import (
     MemoryTokenStorage,
@@ -31,7 +32,6 @@ from tests.e2e._auth_support import (
     audit_rows,
     parse_challenge,
     recorded_issuer,
-    refused_loopback_url,
     unverified_claims,
 )
 
@@ -48,14 +48,9 @@ echo = ["tools:read"]
 delete_everything = ["admin"]
 
 [servers.other]
-url = "{refused_loopback_url()}"
+url = "{refused_url()}/mcp"
 default_scopes = ["tools:read"]
 """
-
-
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 @dataclass

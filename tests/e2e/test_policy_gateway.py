@@ -20,18 +20,10 @@ from mcp import Client, types
 from mcp.shared.exceptions import MCPError
 
 from examples.everything_server import build_app
+from tests._mcp import HANDSHAKE, modern_headers, open_session, post_headers
 from tests._servers import serve_asgi
 from tests._stack import Stack, UpstreamTap, gateway_stack
-from tests.e2e._auth_support import (
-    assert_challenge,
-    audit_rows,
-    jsonrpc_answer,
-    legacy_headers,
-    modern_headers,
-    open_session,
-    rpc,
-    tool_call,
-)
+from tests.e2e._auth_support import assert_challenge, audit_rows, jsonrpc_answer, rpc, tool_call
 
 pytestmark = pytest.mark.anyio
 
@@ -116,11 +108,6 @@ VISIBLE: dict[tuple[str, bool], dict[str, set[str]]] = {
 }
 
 
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @dataclass
 class World:
     stack: Stack
@@ -175,13 +162,13 @@ async def _post(
     """One raw request in either era (handshake-era sessions opened once per token and route)."""
     url = world.stack.mcp_url(route)
     if mode == "2026-07-28":
-        headers = modern_headers(method, name, token=token)
+        headers = modern_headers(token, method, name)
         return await world.http.post(url, json=rpc(method, params, id=id), headers=headers)
     session = world.sessions.get((token, route))
     if session is None:
         session = world.sessions[(token, route)] = await open_session(world.http, url, token)
     body = rpc(method, params, id=id, modern=False)
-    return await world.http.post(url, json=body, headers=legacy_headers(token=token, session=session))
+    return await world.http.post(url, json=body, headers=post_headers(token, version=HANDSHAKE, session=session))
 
 
 async def _lists(stack: Stack, token: str, mode: str, route: str) -> dict[str, set[str]]:
@@ -332,10 +319,10 @@ async def test_a_batch_hiding_a_second_call_is_refused_and_nothing_of_it_is_forw
     before = world.forwarded()
     with anyio.fail_after(15):
         legacy = await world.http.post(
-            stack.mcp_url(), json=legacy_batch, headers=legacy_headers(token=token, session=session)
+            stack.mcp_url(), json=legacy_batch, headers=post_headers(token, version=HANDSHAKE, session=session)
         )
         modern = await world.http.post(
-            stack.mcp_url(), json=modern_batch, headers=modern_headers("tools/call", "echo", token=token)
+            stack.mcp_url(), json=modern_batch, headers=modern_headers(token, "tools/call", "echo")
         )
     assert world.forwarded() == before, "part of a batch reached the upstream"
     for response in (legacy, modern):

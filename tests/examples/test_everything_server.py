@@ -33,11 +33,6 @@ TIMEOUT = 10
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 async def mcp_url() -> AsyncIterator[str]:
     async with run_example_server() as url:
         yield url

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -24,28 +23,14 @@ from mcp_gateway.app import Gateway, create_app
 from mcp_gateway.audit.record import AuditRecord
 from mcp_gateway.audit.sink import MemoryAuditSink
 from mcp_gateway.config import load_config
-from tests._stack import Stack, _serve_on
-
-HANDSHAKE = "2025-11-25"
-MODERN = "2026-07-28"
-ACCEPT_BOTH = "application/json, text/event-stream"
+from tests._mcp import MODERN_META
+from tests._stack import Stack, _bound_socket, _serve_on
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
-
-
-def initialize_body(request_id: int = 1, version: str = HANDSHAKE) -> dict[str, Any]:
-    return {
-        "jsonrpc": "2.0",
-        "id": request_id,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": version,
-            "capabilities": {"sampling": {}, "elicitation": {}},
-            "clientInfo": {"name": "raw-test-client", "version": "0"},
-        },
-    }
+# A scripted upstream's answer to one request: (scope, receive, send, the decoded JSON-RPC body).
+Script = Callable[[Scope, Receive, Send, dict[str, Any]], Awaitable[None]]
 
 
 def call_body(tool: str, arguments: dict[str, Any] | None = None, request_id: int = 2, **params: Any) -> dict[str, Any]:
@@ -57,25 +42,6 @@ def call_body(tool: str, arguments: dict[str, Any] | None = None, request_id: in
     }
 
 
-def post_headers(token: str | None, *, version: str | None = None, session: str | None = None) -> dict[str, str]:
-    headers = {"content-type": "application/json", "accept": ACCEPT_BOTH}
-    if token is not None:
-        headers["authorization"] = f"Bearer {token}"
-    if version is not None:
-        headers["mcp-protocol-version"] = version
-    if session is not None:
-        headers["mcp-session-id"] = session
-    return headers
-
-
-def modern_headers(token: str, method: str, name: str | None = None) -> dict[str, str]:
-    headers = post_headers(token, version=MODERN)
-    headers["mcp-method"] = method
-    if name is not None:
-        headers["mcp-name"] = name
-    return headers
-
-
 def json_error(response: httpx2.Response) -> dict[str, Any]:
     """The `error` member of a JSON-RPC error body, checking that the body is one."""
     assert response.headers["content-type"] == "application/json", response.headers
@@ -83,21 +49,6 @@ def json_error(response: httpx2.Response) -> dict[str, Any]:
     assert body["jsonrpc"] == "2.0"
     error: dict[str, Any] = body["error"]
     return error
-
-
-async def open_session(http: httpx2.AsyncClient, stack: Stack, token: str) -> str:
-    """Initialize over raw HTTP (handshake era) and return the session id the gateway handed out."""
-    async with http.stream("POST", stack.mcp_url(), headers=post_headers(token), json=initialize_body()) as response:
-        assert response.status_code == 200, await response.aread()
-        session: str = response.headers["mcp-session-id"]
-        await response.aread()
-    notified = await http.post(
-        stack.mcp_url(),
-        headers=post_headers(token, version=HANDSHAKE, session=session),
-        json={"jsonrpc": "2.0", "method": "notifications/initialized"},
-    )
-    assert notified.status_code == 202
-    return session
 
 
 @dataclass
@@ -251,7 +202,7 @@ class ScriptedUpstream:
     It records what it received and signals the test through events, so that nothing waits on a sleep.
     """
 
-    script: Callable[[Scope, Receive, Send, dict[str, Any]], Awaitable[None]]
+    script: Script
     bodies: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
     disconnected: anyio.Event = field(default_factory=anyio.Event)
@@ -260,19 +211,9 @@ class ScriptedUpstream:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                else:
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        raw = b""
-        while True:
-            message = await receive()
-            raw += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+            await answer_lifespan(receive, send)
+            return
+        raw = await read_body(receive)
         self.headers.append({k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]})
         body = json.loads(raw) if raw else {}
         self.bodies.append(body)
@@ -282,9 +223,31 @@ class ScriptedUpstream:
             self.finished.set()
 
     async def wait_for_disconnect(self, receive: Receive) -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
+        await wait_for_disconnect(receive)
         self.disconnected.set()
+
+
+async def answer_lifespan(receive: Receive, send: Send) -> None:
+    """Complete an ASGI lifespan's startup and shutdown for an app that has nothing to start."""
+    while (await receive())["type"] == "lifespan.startup":
+        await send({"type": "lifespan.startup.complete"})
+    await send({"type": "lifespan.shutdown.complete"})
+
+
+async def read_body(receive: Receive) -> bytes:
+    """The whole body of an ASGI HTTP request."""
+    raw = bytearray()
+    while True:
+        message = await receive()
+        raw += message.get("body", b"")
+        if not message.get("more_body"):
+            return bytes(raw)
+
+
+async def wait_for_disconnect(receive: Receive) -> None:
+    """Read an ASGI request's messages until the client has gone away."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def send_raw(
@@ -330,23 +293,6 @@ def progress_for(body: dict[str, Any], step: int) -> dict[str, Any]:
 # -- a gateway built by hand, for configurations gateway_stack cannot express ------------------------------
 
 
-def _bound_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    sock.setblocking(False)
-    return sock
-
-
-def dead_url() -> str:
-    """A loopback URL on which nothing listens (the port was bound, then released)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return f"http://127.0.0.1:{port}"
-
-
 @dataclass
 class BareGateway:
     app: Gateway
@@ -372,9 +318,6 @@ async def bare_gateway(directory: Path, *, upstream_url: str, issuer: str, jwks_
     app = create_app(load_config(directory / "gateway.toml"), audit=audit, secrets={})
     async with _serve_on(app, sock, http="httptools"):
         yield BareGateway(app, f"http://127.0.0.1:{port}", audit)
-
-
-MODERN_META = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}}
 
 
 def modern_call_body(tool: str, arguments: dict[str, Any] | None = None, request_id: int = 1) -> dict[str, Any]:

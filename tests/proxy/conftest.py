@@ -1,11 +1,15 @@
-"""The proxy tests share one gateway stack per module where they can: a stack costs ~0.7 s to start and stop."""
+"""Fixtures shared by the proxy tests."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
+import httpx2
 import pytest
 
 
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    # Module scope lets module-scoped async fixtures (a shared stack) run in the same event loop as the tests.
-    return "asyncio"
+@pytest.fixture
+async def http() -> AsyncIterator[httpx2.AsyncClient]:
+    """A plain client for raw requests to a gateway stack (each test gets its own connections)."""
+    async with httpx2.AsyncClient(timeout=10) as client:
+        yield client

@@ -10,8 +10,10 @@ import anyio
 import httpx2
 import pytest
 
+from tests._mcp import modern_headers
+from tests._servers import refused_url
 from tests._stack import Stack, gateway_stack
-from tests.proxy._support import bare_gateway, dead_url, modern_call_body, modern_headers
+from tests.proxy._support import bare_gateway, modern_call_body
 
 pytestmark = pytest.mark.anyio
 
@@ -20,12 +22,6 @@ pytestmark = pytest.mark.anyio
 async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
     async with gateway_stack(tmp_path_factory.mktemp("endpoints")) as stack:
         yield stack
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx2.AsyncClient]:
-    async with httpx2.AsyncClient(timeout=10) as client:
-        yield client
 
 
 async def test_healthz_is_200(stack: Stack, http: httpx2.AsyncClient) -> None:
@@ -51,7 +47,7 @@ async def test_readyz_is_503_and_every_token_is_refused_when_the_keys_could_not_
     issuer = stack.issuer.issuer
     forwarded = len(stack.tap.requests)
     async with bare_gateway(
-        tmp_path, upstream_url=stack.upstream_url, issuer=issuer, jwks_uri=f"{dead_url()}/jwks.json"
+        tmp_path, upstream_url=stack.upstream_url, issuer=issuer, jwks_uri=f"{refused_url()}/jwks.json"
     ) as gateway:
         token = stack.token(["tools:read"], resource=f"{gateway.base_url}/everything/mcp")
         with anyio.fail_after(10):

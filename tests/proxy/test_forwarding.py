@@ -10,8 +10,9 @@ import httpx2
 import pytest
 
 from examples.everything_server import build_app
+from tests._mcp import modern_headers
 from tests._stack import DEFAULT_ALLOWLIST, Stack, gateway_stack
-from tests.proxy._support import EarlyTap, modern_call_body, modern_headers, sdk_client
+from tests.proxy._support import EarlyTap, modern_call_body, sdk_client
 
 pytestmark = pytest.mark.anyio
 

@@ -21,16 +21,9 @@ from mcp_gateway.proxy.relay import StreamState, UpstreamMessageJudge
 from mcp_gateway.proxy.sessions import SessionClaims, SessionSealer, principal_fingerprint
 from mcp_gateway.proxy.streaming import RelayOptions, relay_response
 from mcp_gateway.upstream import UpstreamPool
+from tests._mcp import HANDSHAKE, modern_headers, open_session, post_headers
 from tests._stack import Stack, gateway_stack
-from tests.proxy._support import (
-    HANDSHAKE,
-    call_body,
-    modern_call_body,
-    modern_headers,
-    open_session,
-    parse_events,
-    post_headers,
-)
+from tests.proxy._support import call_body, modern_call_body, parse_events
 
 pytestmark = pytest.mark.anyio
 
@@ -191,7 +184,7 @@ async def test_with_audit_off_calls_in_both_eras_and_refusals_are_answered_as_wi
                 headers=modern_headers(token, "tools/call", "echo"),
                 json=modern_call_body("echo", {"message": "off"}),
             )
-            session = await open_session(http, stack, token)
+            session = await open_session(http, stack.mcp_url(), token)
             legacy = await http.post(
                 stack.mcp_url(),
                 headers=post_headers(token, version=HANDSHAKE, session=session),

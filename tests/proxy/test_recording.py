@@ -11,16 +11,9 @@ import httpx2
 import pytest
 
 from mcp_gateway.audit.record import AuditRecord
+from tests._mcp import HANDSHAKE, modern_headers, open_session, post_headers
 from tests._stack import Stack, gateway_stack
-from tests.proxy._support import (
-    HANDSHAKE,
-    WatchedAuditSink,
-    call_body,
-    modern_call_body,
-    modern_headers,
-    open_session,
-    post_headers,
-)
+from tests.proxy._support import WatchedAuditSink, call_body, modern_call_body
 
 pytestmark = pytest.mark.anyio
 
@@ -79,7 +72,7 @@ async def test_handshake_call_and_its_session_404_are_each_closed_once(stack: St
     token = stack.token(["tools:read"])
     async with httpx2.AsyncClient(timeout=10) as http:
         with anyio.fail_after(10):
-            session = await open_session(http, stack, token)
+            session = await open_session(http, stack.mcp_url(), token)
             headers = post_headers(token, version=HANDSHAKE, session=session)
             for reason in ("before the end", "after the end"):
                 body = call_body("echo", {"message": reason}, _meta={"request_context": reason})

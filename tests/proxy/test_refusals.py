@@ -11,20 +11,9 @@ import httpx2
 import pytest
 
 from examples.everything_server import build_app
+from tests._mcp import HANDSHAKE, MODERN, MODERN_META, initialize_body, modern_headers, open_session, post_headers
 from tests._stack import Stack, gateway_stack
-from tests.proxy._support import (
-    HANDSHAKE,
-    MODERN,
-    MODERN_META,
-    EarlyTap,
-    call_body,
-    initialize_body,
-    json_error,
-    modern_call_body,
-    modern_headers,
-    open_session,
-    post_headers,
-)
+from tests.proxy._support import EarlyTap, call_body, json_error, modern_call_body
 
 pytestmark = pytest.mark.anyio
 
@@ -38,12 +27,6 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
     async with gateway_stack(directory, gateway_extra=f"max_body_bytes = {CAP}", upstream_app=tap) as stack:
         stack.extra["early"] = tap
         yield stack
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx2.AsyncClient]:
-    async with httpx2.AsyncClient(timeout=10) as client:
-        yield client
 
 
 @contextmanager
@@ -168,7 +151,7 @@ async def test_notification_is_forwarded_and_answered_202_in_the_handshake_era(
 ) -> None:
     before = len(stack.extra["early"].calls("notifications/initialized"))
     with anyio.fail_after(10):
-        await open_session(http, stack, stack.token())  # asserts that notifications/initialized got 202
+        await open_session(http, stack.mcp_url(), stack.token())  # asserts that notifications/initialized got 202
     assert len(stack.extra["early"].calls("notifications/initialized")) == before + 1
 
 
@@ -323,7 +306,7 @@ async def test_method_the_policy_does_not_know_is_method_not_found(
         body["params"] = {"taskId": "t1", "_meta": dict(MODERN_META)}
     else:
         with anyio.fail_after(10):
-            headers = post_headers(token, version=HANDSHAKE, session=await open_session(http, stack, token))
+            headers = post_headers(token, version=HANDSHAKE, session=await open_session(http, stack.mcp_url(), token))
     with nothing_forwarded(stack), anyio.fail_after(10):
         response = await http.post(stack.mcp_url(), headers=headers, json=body)
     assert response.status_code == status
@@ -336,7 +319,7 @@ async def test_tool_call_without_a_name_is_400_invalid_params_with_its_id(
     body = {"jsonrpc": "2.0", "id": 8, "method": "tools/call", "params": {"arguments": {}}}
     token = stack.token()
     with anyio.fail_after(10):
-        session = await open_session(http, stack, token)
+        session = await open_session(http, stack.mcp_url(), token)
     headers = post_headers(token, version=HANDSHAKE, session=session)
     with nothing_forwarded(stack), anyio.fail_after(10):
         response = await http.post(stack.mcp_url(), headers=headers, json=body)

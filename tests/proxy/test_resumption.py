@@ -9,18 +9,9 @@ import anyio
 import httpx2
 import pytest
 
+from tests._mcp import HANDSHAKE, initialize_body, open_session, post_headers
 from tests._stack import Stack, gateway_stack
-from tests.proxy._support import (
-    HANDSHAKE,
-    Event,
-    call_body,
-    initialize_body,
-    messages_until_response,
-    open_session,
-    post_headers,
-    read_events,
-    spellings_of_the_same_bytes,
-)
+from tests.proxy._support import Event, call_body, messages_until_response, read_events, spellings_of_the_same_bytes
 
 pytestmark = pytest.mark.anyio
 
@@ -50,7 +41,7 @@ async def test_dropped_post_stream_is_resumed_with_last_event_id(stack: Stack) -
     token = stack.token()
     async with httpx2.AsyncClient(timeout=10) as http:
         with anyio.fail_after(10):
-            session = await open_session(http, stack, token)
+            session = await open_session(http, stack.mcp_url(), token)
             body = call_body("emit_progress", {"steps": 4}, request_id=7, _meta={"progressToken": "resume-me"})
             headers = post_headers(token, version=HANDSHAKE, session=session)
             async with http.stream("POST", stack.mcp_url(), headers=headers, json=body) as response:
@@ -73,7 +64,7 @@ async def test_dropping_a_handshake_stream_does_not_cancel_the_upstream_call(sta
     token = stack.token()
     async with httpx2.AsyncClient(timeout=10) as http:
         with anyio.fail_after(10):
-            session = await open_session(http, stack, token)
+            session = await open_session(http, stack.mcp_url(), token)
             headers = post_headers(token, version=HANDSHAKE, session=session)
             body = call_body("ask_model", {"prompt": "still there?"}, request_id=9)
             async with http.stream("POST", stack.mcp_url(), headers=headers, json=body) as response:
@@ -116,20 +107,28 @@ async def test_protocol_2025_06_18_session_is_served_too(stack: Stack) -> None:
     assert messages[-1]["result"]["content"][0]["text"] == "old"
 
 
+async def _alice_answered(
+    http: httpx2.AsyncClient, stack: Stack, alice: str, bob: str, message: str
+) -> tuple[str, str, str]:
+    """Sessions for Alice and Bob, then Alice echoes `message` as request 2: (her session, his, its first event id)."""
+    alice_session = await open_session(http, stack.mcp_url(), alice)
+    bob_session = await open_session(http, stack.mcp_url(), bob)
+    answered = await http.post(
+        stack.mcp_url(),
+        headers=post_headers(alice, version=HANDSHAKE, session=alice_session),
+        json=call_body("echo", {"message": message}, request_id=2),
+    )
+    first_id = next(line for line in answered.text.splitlines() if line.startswith("id: "))[4:]
+    return alice_session, bob_session, first_id
+
+
 async def test_another_principal_cannot_resume_a_stream_with_an_event_id_it_saw_or_guessed(stack: Stack) -> None:
     # The example upstream keeps one event store for all sessions and numbers events 1, 2, 3...: without
     # the gateway's tag, Bob could replay Alice's answers by sending her (or a guessed) event id.
     alice, bob = stack.token(client="agent-a"), stack.token(client="agent-b")
     async with httpx2.AsyncClient(timeout=10) as http:
         with anyio.fail_after(10):
-            alice_session = await open_session(http, stack, alice)
-            bob_session = await open_session(http, stack, bob)
-            answered = await http.post(
-                stack.mcp_url(),
-                headers=post_headers(alice, version=HANDSHAKE, session=alice_session),
-                json=call_body("echo", {"message": "alice's secret"}, request_id=2),
-            )
-            first_id = next(line for line in answered.text.splitlines() if line.startswith("id: "))[4:]
+            _, bob_session, first_id = await _alice_answered(http, stack, alice, bob, "alice's secret")
             forwarded = len(stack.tap.requests)
             attempts = [
                 await http.get(stack.mcp_url(), headers=_resume_headers(bob, bob_session, candidate))
@@ -146,7 +145,7 @@ async def test_non_canonical_last_event_id_spelling_was_not_issued_in_this_sessi
     token = stack.token()
     async with httpx2.AsyncClient(timeout=10) as http:
         with anyio.fail_after(30):
-            session = await open_session(http, stack, token)
+            session = await open_session(http, stack.mcp_url(), token)
             for request_id in range(2, 60):  # until a tag holds - or _, so the standard spelling differs
                 answered = await http.post(
                     stack.mcp_url(),
@@ -186,14 +185,7 @@ async def test_resumed_stream_ends_with_its_response_before_other_sessions_repla
     alice, bob = stack.token(client="agent-a"), stack.token(client="agent-b")
     async with httpx2.AsyncClient(timeout=10) as http:
         with anyio.fail_after(10):
-            alice_session = await open_session(http, stack, alice)
-            bob_session = await open_session(http, stack, bob)
-            answered = await http.post(
-                stack.mcp_url(),
-                headers=post_headers(alice, version=HANDSHAKE, session=alice_session),
-                json=call_body("echo", {"message": "alice's answer"}, request_id=2),
-            )
-            priming_id = next(line for line in answered.text.splitlines() if line.startswith("id: "))[4:]
+            alice_session, bob_session, priming_id = await _alice_answered(http, stack, alice, bob, "alice's answer")
             await http.post(
                 stack.mcp_url(),
                 headers=post_headers(bob, version=HANDSHAKE, session=bob_session),

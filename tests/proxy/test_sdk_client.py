@@ -12,8 +12,9 @@ import pytest
 from mcp.client.session import ClientRequestContext
 
 from examples.everything_server import build_app
+from tests._mcp import HANDSHAKE, post_headers
 from tests._stack import Stack, gateway_stack
-from tests.proxy._support import HANDSHAKE, EarlyTap, call_body, json_error, post_headers, sdk_client
+from tests.proxy._support import EarlyTap, call_body, json_error, sdk_client
 
 pytestmark = pytest.mark.anyio
 

@@ -19,6 +19,7 @@ from mcp_gateway.errors import RateLimited
 from mcp_gateway.limits import LimitStore, MemoryLimitStore
 from mcp_gateway.policy.decider import Decider, DecisionInput, ScopeDecider
 from mcp_gateway.policy.decision import Decision
+from tests._mcp import modern_headers
 from tests._stack import Stack, gateway_stack
 from tests.proxy._support import (
     Receive,
@@ -27,7 +28,6 @@ from tests.proxy._support import (
     Send,
     json_error,
     modern_call_body,
-    modern_headers,
     result_for,
     send_raw,
 )

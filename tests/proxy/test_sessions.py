@@ -12,19 +12,11 @@ import pytest
 
 from mcp_gateway.audit.sink import MemoryAuditSink
 from mcp_gateway.errors import RateLimited, SessionNotFound
-from mcp_gateway.proxy.sessions import SessionClaims, SessionLedger, SessionSealer, principal_fingerprint
+from mcp_gateway.limits.sessions import SessionLedger
+from mcp_gateway.proxy.sessions import SessionClaims, SessionSealer, principal_fingerprint
+from tests._mcp import HANDSHAKE, initialize_body, open_session, post_headers
 from tests._stack import Stack, gateway_stack
-from tests.proxy._support import (
-    HANDSHAKE,
-    WatchedAuditSink,
-    call_body,
-    initialize_body,
-    json_error,
-    open_session,
-    post_headers,
-    sdk_client,
-    spellings_of_the_same_bytes,
-)
+from tests.proxy._support import WatchedAuditSink, call_body, json_error, sdk_client, spellings_of_the_same_bytes
 
 KEY = bytes(range(32))
 ALICE = principal_fingerprint("issuer|agent-a|user-a")
@@ -199,8 +191,8 @@ def test_ledger_frees_a_place_when_a_session_ends_or_expires() -> None:
     with pytest.raises(RateLimited):
         ledger.reserve(ALICE, 100.0)
     ledger.reserve(ALICE, 101.0)  # s2 is 100 s old: expired, no longer counted
-    assert ledger.expired(SessionClaims("everything", "s2", ALICE, 1), 101.0)
-    assert not ledger.expired(SessionClaims("everything", "s2", ALICE, 1), 100.5)
+    assert SessionClaims("everything", "s2", ALICE, 1).expired(101.0, max_age_seconds=100)
+    assert not SessionClaims("everything", "s2", ALICE, 1).expired(100.5, max_age_seconds=100)
 
 
 def test_ledger_closing_an_unknown_session_is_harmless() -> None:
@@ -223,17 +215,11 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
         yield stack
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[httpx2.AsyncClient]:
-    async with httpx2.AsyncClient(timeout=10) as client:
-        yield client
-
-
 @pytest.mark.anyio
 async def test_client_sees_the_gateways_session_id_never_the_upstreams(stack: Stack, http: httpx2.AsyncClient) -> None:
     before = len(stack.tap.requests)
     with anyio.fail_after(10):
-        session = await open_session(http, stack, stack.token())
+        session = await open_session(http, stack.mcp_url(), stack.token())
     # open_session's second request (notifications/initialized) carried the upstream's id.
     upstream_id = stack.tap.requests[before + 1][1]["mcp-session-id"]
     assert session != upstream_id
@@ -246,7 +232,7 @@ async def test_session_of_one_principal_presented_by_another_is_404_and_nothing_
 ) -> None:
     audit: MemoryAuditSink = stack.extra["audit"]
     with anyio.fail_after(10):
-        session = await open_session(http, stack, stack.token(client="agent-a"))
+        session = await open_session(http, stack.mcp_url(), stack.token(client="agent-a"))
         forwarded, recorded = len(stack.tap.requests), len(audit.records)
         response = await http.post(
             stack.mcp_url(),
@@ -283,7 +269,7 @@ async def test_non_canonical_session_id_spelling_is_unknown_404(stack: Stack, ht
     token = stack.token()
     with anyio.fail_after(30):
         for _ in range(20):  # the nonce is random: find an id whose standard-alphabet spelling differs
-            session = await open_session(http, stack, token)
+            session = await open_session(http, stack.mcp_url(), token)
             if "-" in session or "_" in session:
                 break
         headers = post_headers(token, version=HANDSHAKE, session=session)
@@ -347,7 +333,7 @@ async def test_upstream_404_for_a_session_becomes_a_client_404_with_one_audit_ou
     audit: MemoryAuditSink = stack.extra["audit"]
     token = stack.token()
     with anyio.fail_after(10):
-        session = await open_session(http, stack, token)
+        session = await open_session(http, stack.mcp_url(), token)
         headers = post_headers(token, version=HANDSHAKE, session=session)
         ended = await http.delete(stack.mcp_url(), headers=headers)
         recorded = len(audit.records)
@@ -375,7 +361,7 @@ async def test_upstream_without_sessions_still_gets_a_session_bound_to_the_princ
         with anyio.fail_after(20):
             async with sdk_client(stack, stack.token(["tools:read"]), mode="legacy") as client:
                 echoed = await client.call_tool("echo", {"message": "no upstream session"})
-            session = await open_session(http, stack, stack.token(client="agent-a"))
+            session = await open_session(http, stack.mcp_url(), stack.token(client="agent-a"))
             hijack = await http.post(
                 stack.mcp_url(),
                 headers=post_headers(stack.token(client="agent-b"), version=HANDSHAKE, session=session),
@@ -399,14 +385,14 @@ async def test_sessions_per_principal_are_capped_with_429_before_the_upstream_se
     ):
         alice, bob = stack.token(client="agent-a"), stack.token(client="agent-b")
         with anyio.fail_after(20):
-            first = await open_session(http, stack, alice)
-            await open_session(http, stack, alice)
+            first = await open_session(http, stack.mcp_url(), alice)
+            await open_session(http, stack.mcp_url(), alice)
             initializes = len(stack.tap.calls("initialize"))
             refused = await http.post(stack.mcp_url(), headers=post_headers(alice), json=initialize_body())
             assert len(stack.tap.calls("initialize")) == initializes  # nothing forwarded
-            await open_session(http, stack, bob)  # another principal has places of its own
+            await open_session(http, stack.mcp_url(), bob)  # another principal has places of its own
             ended = await http.delete(stack.mcp_url(), headers=post_headers(alice, version=HANDSHAKE, session=first))
-            again = await open_session(http, stack, alice)  # DELETE gave the place back
+            again = await open_session(http, stack.mcp_url(), alice)  # DELETE gave the place back
     assert refused.status_code == 429
     assert int(refused.headers["retry-after"]) > 0
     assert json_error(refused)["code"] == -32029
@@ -424,14 +410,14 @@ async def test_a_session_older_than_its_max_age_is_404_and_frees_its_place(tmp_p
     async with gateway_stack(tmp_path, gateway_extra=extra) as stack, httpx2.AsyncClient(timeout=10) as http:
         token = stack.token()
         with anyio.fail_after(20):
-            session = await open_session(http, stack, token)
+            session = await open_session(http, stack.mcp_url(), token)
             headers = post_headers(token, version=HANDSHAKE, session=session)
             fresh = await http.post(stack.mcp_url(), headers=headers, json=call_body("echo", {"message": "now"}))
             await anyio.sleep(2.2)
             forwarded = len(stack.tap.requests)
             stale = await http.post(stack.mcp_url(), headers=headers, json=call_body("echo", {"message": "later"}))
             assert len(stack.tap.requests) == forwarded
-            replacement = await open_session(http, stack, token)
+            replacement = await open_session(http, stack.mcp_url(), token)
     assert fresh.status_code == 200
     assert stale.status_code == 404
     assert "expired" in json_error(stale)["message"]

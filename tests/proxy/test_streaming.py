@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
@@ -12,29 +12,28 @@ import httpx2
 import pytest
 
 from mcp_gateway.proxy.streaming import DisconnectWatch
+from tests._mcp import HANDSHAKE, initialize_body, modern_headers, post_headers
 from tests._stack import Stack, gateway_stack
 from tests.proxy._support import (
-    HANDSHAKE,
     Receive,
     Scope,
+    Script,
     Send,
     WatchedAuditSink,
-    initialize_body,
+    answer_lifespan,
     modern_call_body,
-    modern_headers,
-    post_headers,
     progress_for,
+    read_body,
     read_events,
     result_for,
     send_chunk,
     send_raw,
     sse_message,
     start_sse,
+    wait_for_disconnect,
 )
 
 pytestmark = pytest.mark.anyio
-
-Script = Callable[[Scope, Receive, Send, dict[str, Any]], Awaitable[None]]
 
 
 # -- DisconnectWatch on its own --------------------------------------------------------------------
@@ -113,17 +112,9 @@ class Upstream:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            while (message := await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+            await answer_lifespan(receive, send)
             return
-        raw = b""
-        if scope["method"] == "POST":
-            while True:
-                message = await receive()
-                raw += message.get("body", b"")
-                if not message.get("more_body"):
-                    break
+        raw = await read_body(receive) if scope["method"] == "POST" else b""
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         self.received.append((scope["method"], headers, raw))
         body = json.loads(raw) if raw else {}
@@ -146,11 +137,6 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
 
 def install(stack: Stack, name: str, script: Script) -> None:
     stack.extra["upstream"].scripts[name] = script
-
-
-async def wait_for_disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
 
 
 async def test_sse_events_reach_the_client_before_the_upstream_finishes(stack: Stack) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,18 +12,18 @@ import httpx2
 import pytest
 
 from mcp_gateway.audit.sink import MemoryAuditSink
+from tests._mcp import MODERN_META, modern_headers
+from tests._servers import refused_url
 from tests._stack import Stack, gateway_stack
 from tests.proxy._support import (
-    MODERN_META,
     Receive,
     Scope,
+    Script,
     ScriptedUpstream,
     Send,
     bare_gateway,
-    dead_url,
     json_error,
     modern_call_body,
-    modern_headers,
     parse_events,
     progress_for,
     result_for,
@@ -36,7 +36,6 @@ from tests.proxy._support import (
 pytestmark = pytest.mark.anyio
 
 SECRET = "UPSTREAM-INTERNALS"  # what a misbehaving upstream leaks; it must never reach the client
-Script = Callable[[Scope, Receive, Send, dict[str, Any]], Awaitable[None]]
 _SCRIPTS: dict[str, Script] = {}
 
 
@@ -283,7 +282,7 @@ async def test_sse_responses_carry_x_accel_buffering_no(stack: Stack) -> None:
 async def test_unreachable_upstream_is_502(stack: Stack, tmp_path: Path) -> None:
     issuer = stack.issuer.issuer
     async with bare_gateway(
-        tmp_path, upstream_url=f"{dead_url()}/mcp", issuer=issuer, jwks_uri=f"{issuer}/jwks.json"
+        tmp_path, upstream_url=f"{refused_url()}/mcp", issuer=issuer, jwks_uri=f"{issuer}/jwks.json"
     ) as gw:
         token = stack.token(resource=f"{gw.base_url}/everything/mcp")
         async with httpx2.AsyncClient(timeout=10) as http:

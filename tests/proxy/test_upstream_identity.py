@@ -16,31 +16,17 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from mcp_gateway.audit.sink import MemoryAuditSink
 from mcp_gateway.identity.tls_pins import spki_sha256
 from mcp_gateway.identity.tool_pins import tool_sha256
+from tests._mcp import MODERN_META, modern_headers
 from tests._stack import gateway_stack
+from tests.proxy._support import read_body
 
 pytestmark = pytest.mark.anyio
-
-MODERN = "2026-07-28"
-META = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}}
-
-
-def _headers(token: str, method: str, name: str | None = None) -> dict[str, str]:
-    headers = {
-        "authorization": f"Bearer {token}",
-        "content-type": "application/json",
-        "accept": "application/json, text/event-stream",
-        "mcp-protocol-version": MODERN,
-        "mcp-method": method,
-    }
-    if name is not None:
-        headers["mcp-name"] = name
-    return headers
 
 
 async def _rpc(http: httpx2.AsyncClient, url: str, token: str, method: str, params: dict[str, Any]) -> Any:
     name = params.get("name")
-    body = {"jsonrpc": "2.0", "id": 7, "method": method, "params": {**params, "_meta": META}}
-    response = await http.post(url, headers=_headers(token, method, name), json=body)
+    body = {"jsonrpc": "2.0", "id": 7, "method": method, "params": {**params, "_meta": MODERN_META}}
+    response = await http.post(url, headers=modern_headers(token, method, name), json=body)
     if response.headers.get("content-type", "").startswith("text/event-stream"):
         for line in response.text.splitlines():
             if line.startswith("data:") and line[5:].strip():
@@ -67,13 +53,7 @@ class RugPullUpstream:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        request = json.loads(body)
+        request = json.loads(await read_body(receive))
         if request["method"] == "tools/list":
             result: dict[str, Any] = {"tools": self.tools()}
         else:

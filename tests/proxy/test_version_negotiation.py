@@ -14,17 +14,9 @@ import httpx2
 import pytest
 
 from mcp_gateway.transport.asgi import Receive, Scope, Send
+from tests._mcp import HANDSHAKE, initialize_body, post_headers
 from tests._stack import gateway_stack
-from tests.proxy._support import (
-    HANDSHAKE,
-    ScriptedUpstream,
-    call_body,
-    initialize_body,
-    json_error,
-    messages_until_response,
-    post_headers,
-    send_raw,
-)
+from tests.proxy._support import ScriptedUpstream, call_body, json_error, messages_until_response, send_raw
 
 pytestmark = pytest.mark.anyio
 

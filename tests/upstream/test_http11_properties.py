@@ -18,11 +18,6 @@ from mcp_gateway.upstream._connection import Connection
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 # -- split points ---------------------------------------------------------------------------------------------
 
 

@@ -19,12 +19,13 @@ import anyio
 import pytest
 
 import mcp_gateway
-from mcp_gateway.audit.query import query, verify
+from mcp_gateway.audit.events import DISCONTINUITY_EVENT
 from mcp_gateway.audit.record import GENESIS_HASH
-from mcp_gateway.audit.sqlite import DISCONTINUITY_EVENT, SQLiteAuditSink
+from mcp_gateway.audit.sqlite import SQLiteAuditSink
 from mcp_gateway.errors import AuditUnavailable
 
-from .conftest import make_record
+from ..conftest import make_record
+from ._log import query, verify
 
 pytestmark = pytest.mark.anyio
 

@@ -3,12 +3,30 @@
 from __future__ import annotations
 
 import functools
-import json
 import sqlite3
 from pathlib import Path
 from typing import Final
 
-from mcp_gateway.audit.record import FIELD_KINDS, RECORD_FIELDS, AuditRecord
+from mcp_gateway.audit.chain import parse_record
+from mcp_gateway.audit.record import RECORD_FIELDS
+from mcp_gateway.audit.store import SchemaError
+
+__all__ = [
+    "FIELDS_VIEW",
+    "ROW_COLUMNS",
+    "SCHEMA_DDL",
+    "SCHEMA_VERSION",
+    "SELECT_ROWS_SQL",
+    "TABLE",
+    "SchemaError",
+    "insert_rows_sql",
+    "parse_record",
+    "read_head",
+    "read_tail",
+    "schema_version",
+    "uri_for",
+    "write_head",
+]
 
 SCHEMA_VERSION: Final = 2
 TABLE: Final = "audit_records"
@@ -47,17 +65,10 @@ SCHEMA_DDL: Final = (
 FROM {TABLE}""",
 )
 SELECT_ROWS_SQL: Final = f"SELECT {', '.join(ROW_COLUMNS)} FROM {TABLE}"
-_LIST_FIELDS: Final = frozenset(name for name, kind in FIELD_KINDS if kind == "list")
-_FLOAT_FIELDS: Final = frozenset(name for name, kind in FIELD_KINDS if kind in ("float", "float?"))
-_FIELD_NAMES: Final = frozenset(RECORD_FIELDS)
 _WRITE_HEAD_SQL: Final = (
     "INSERT INTO meta (key, value) VALUES ('head_seq', ?), ('head_hash', ?) "
     "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 )
-
-
-class SchemaError(Exception):
-    """The file is not an audit database this version understands."""
 
 
 @functools.lru_cache(maxsize=64)
@@ -65,29 +76,6 @@ def insert_rows_sql(rows: int) -> str:
     """One INSERT statement for `rows` rows; its parameters are the rows' ROW_COLUMNS values, row after row."""
     one = "(" + ",".join("?" * len(ROW_COLUMNS)) + ")"
     return f"INSERT INTO {TABLE} ({', '.join(ROW_COLUMNS)}) VALUES " + ",".join([one] * rows)
-
-
-def parse_record(text: str) -> tuple[AuditRecord, str]:
-    """A row's canonical JSON back as (record, prev_hash). Raises ValueError if it is not one: not JSON, not
-    an object, a member missing or unknown (TypeError from the record's types is left to the encoder)."""
-    fields = json.loads(text)
-    if not isinstance(fields, dict):
-        raise ValueError("the record is not a JSON object")
-    prev_hash = fields.pop("prev_hash", None)
-    if not isinstance(prev_hash, str):
-        raise ValueError("the record has no prev_hash string")
-    if fields.keys() != _FIELD_NAMES:
-        missing, unknown = sorted(_FIELD_NAMES - fields.keys()), sorted(fields.keys() - _FIELD_NAMES)
-        raise ValueError(f"the record's members are wrong (missing {missing}, unknown {unknown})")
-    for name in _LIST_FIELDS:
-        if isinstance(fields[name], list):
-            fields[name] = tuple(fields[name])
-    for name in _FLOAT_FIELDS:
-        # RFC 8785 §3.2.2.3 writes an integral number without a fraction (2.0 as 2), so a latency of exactly
-        # 2 ms comes back from JSON as int 2: give it back as the float it was.
-        if type(fields[name]) is int:
-            fields[name] = float(fields[name])
-    return AuditRecord(**fields), prev_hash
 
 
 def uri_for(path: Path, *, read_only: bool) -> str:

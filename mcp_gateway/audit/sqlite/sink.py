@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import json
 import logging
 import os
 import queue
@@ -14,11 +13,15 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from mcp_gateway.audit.appender import (
+from mcp_gateway.audit.events import discontinuity_event, recovered_event
+from mcp_gateway.audit.handoff import Settlement, settle_from_thread
+from mcp_gateway.audit.handoff import Waiter as _Waiter
+from mcp_gateway.audit.pacing import CommitPacer
+from mcp_gateway.audit.record import GENESIS_HASH, AuditRecord
+from mcp_gateway.audit.sqlite.appender import (
     SYNCHRONOUS,
     chain_position,
     commit_group,
@@ -26,46 +29,15 @@ from mcp_gateway.audit.appender import (
     open_for_appending,
     rollback,
 )
-from mcp_gateway.audit.pacing import CommitPacer
-from mcp_gateway.audit.record import GENESIS_HASH, AuditRecord, format_timestamp, new_event_id
-from mcp_gateway.audit.schema import SchemaError
+from mcp_gateway.audit.store import AuditSinkStats, SchemaError
 from mcp_gateway.errors import AuditUnavailable
 
 logger = logging.getLogger(__name__)
 
-DISCONTINUITY_EVENT: Final = "audit_chain_discontinuity"
-RECOVERED_EVENT: Final = "audit_store_recovered"
-
-_Waiter = asyncio.Future[None]
 # (record, waiter): a record without a waiter came from append_nowait; a waiter without a record is
 # a flush() barrier.
 _Item = tuple[AuditRecord | None, _Waiter | None]
-_Settlement = tuple[_Waiter, BaseException | None]
 _LOCK_ERRORS: Final = frozenset((sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED))
-
-
-@dataclass(frozen=True)
-class AuditSinkStats:
-    """Counters for /metrics and for tests; read without locking, so approximately consistent."""
-
-    appended: int  # records committed
-    commits: int  # transactions committed; appended / commits is the mean group size
-    failed_batches: int  # transactions rolled back (disk full, read-only, I/O error, lock timeout)
-    rejected: int  # records refused before writing: a field of the wrong type or outside JSON
-    lost: int  # append_nowait records never written (queue full, failed batch, sink closed)
-    queue_full: int  # append calls refused because the queue was full
-    queue_depth: int
-    largest_batch: int
-
-
-def _settle(items: list[_Settlement]) -> None:
-    for waiter, exc in items:
-        if waiter.done():  # the caller was cancelled; the record was still written (or not)
-            continue
-        if exc is None:
-            waiter.set_result(None)
-        else:
-            waiter.set_exception(exc)
 
 
 class SQLiteAuditSink:
@@ -288,15 +260,7 @@ class SQLiteAuditSink:
                 logger.error(
                     "audit database %s: the last row disagrees with the head checkpoint: %s", self.path, discontinuity
                 )
-                now = time.time()
-                event = AuditRecord(
-                    phase="event",
-                    timestamp=now,
-                    event_id=new_event_id(now),
-                    event_type=DISCONTINUITY_EVENT,
-                    detail=json.dumps(discontinuity, separators=(",", ":")),
-                )
-                self._queue.append((event, None))
+                self._queue.append((discontinuity_event(discontinuity, time.time()), None))
             if self._on_open is not None:
                 self._on_open(conn)
         except BaseException:
@@ -360,34 +324,27 @@ class SQLiteAuditSink:
         # what it writes tells the auditor how long the log could not be written and what was lost.
         assert self._outage is not None
         since, failed, lost = self._outage
-        now = time.time()
-        detail = {
-            "unavailable_since": format_timestamp(since),
-            "failed_batches": self._failed_batches - failed,
-            "records_lost": self.stats.lost - lost,
-        }
-        event = AuditRecord(
-            phase="event",
-            timestamp=now,
-            event_id=new_event_id(now),
-            event_type=RECOVERED_EVENT,
-            detail=json.dumps(detail, separators=(",", ":")),
+        event = recovered_event(
+            unavailable_since=since,
+            failed_batches=self._failed_batches - failed,
+            records_lost=self.stats.lost - lost,
+            now=time.time(),
         )
         lost_before = self._lost_in_batches
         self._write(conn, [(event, None)])
         self._lost_in_batches = lost_before  # a failed probe lost nothing anyone asked to write
 
     def _write(self, conn: sqlite3.Connection, batch: list[_Item]) -> None:
-        settlements: list[_Settlement] = [(w, None) for r, w in batch if r is None and w is not None]
+        settlements: list[Settlement] = [(w, None) for r, w in batch if r is None and w is not None]
         pending = [(r, w) for r, w in batch if r is not None]
         self._write_records(conn, pending, settlements)
-        self._settle(settlements)  # barriers last: everything queued before them is settled by now
+        settle_from_thread(settlements)  # barriers last: everything queued before them is settled by now
 
     def _write_records(
         self,
         conn: sqlite3.Connection,
         pending: list[tuple[AuditRecord, _Waiter | None]],
-        settlements: list[_Settlement],
+        settlements: list[Settlement],
     ) -> None:
         if not pending:
             return
@@ -433,20 +390,11 @@ class SQLiteAuditSink:
         settlements.extend((w, None) for _, w in written if w is not None)
 
     def _fail(self, items: Sequence[_Item], message: str) -> None:
-        settlements: list[_Settlement] = []
+        settlements: list[Settlement] = []
         for record, waiter in items:
             if waiter is None:
                 self._lost_in_batches += 1
             else:
                 # A barrier completes either way; a record's waiter learns it was not written.
                 settlements.append((waiter, None if record is None else AuditUnavailable(message)))
-        self._settle(settlements)
-
-    @staticmethod
-    def _settle(settlements: list[_Settlement]) -> None:
-        by_loop: dict[asyncio.AbstractEventLoop, list[_Settlement]] = {}
-        for item in settlements:
-            by_loop.setdefault(item[0].get_loop(), []).append(item)
-        for loop, items in by_loop.items():
-            with contextlib.suppress(RuntimeError):  # a closed loop has nobody waiting any more
-                loop.call_soon_threadsafe(_settle, items)  # one wake-up per loop per batch
+        settle_from_thread(settlements)

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import sqlite3
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from mcp_gateway.audit.record import GENESIS_HASH, AuditRecord, canonical_record_text, storable
-from mcp_gateway.audit.schema import (
+from mcp_gateway.audit.chain import chain_position as _position
+from mcp_gateway.audit.chain import seal
+from mcp_gateway.audit.record import GENESIS_HASH, AuditRecord
+from mcp_gateway.audit.sqlite.schema import (
     ROW_COLUMNS,
     SCHEMA_DDL,
     SCHEMA_VERSION,
@@ -82,20 +83,7 @@ def _create_schema(conn: sqlite3.Connection) -> None:
 def chain_position(conn: sqlite3.Connection) -> tuple[tuple[int, str], dict[str, Any] | None]:
     """Where the next record chains on: (seq, hash). Second, when the last row and the head checkpoint
     disagree, the details for an audit event saying so (None when they agree)."""
-    head = read_head(conn)
-    tail = last_row(conn)
-    if head == tail:
-        return tail, None
-    # Rows were removed from the tail, or the checkpoint was edited. Continue after the higher of the
-    # two so that a removed tail stays visible to `audit verify` as a seq gap.
-    position = tail if head is None or tail[0] >= head[0] else head
-    detail = {
-        "head_seq": None if head is None else head[0],
-        "head_hash": None if head is None else head[1],
-        "tail_seq": tail[0],
-        "tail_hash": tail[1],
-    }
-    return position, detail
+    return _position(read_head(conn), read_tail(conn))
 
 
 def last_row(conn: sqlite3.Connection) -> tuple[int, str]:
@@ -146,15 +134,3 @@ def rollback(conn: sqlite3.Connection) -> None:
             conn.execute("ROLLBACK")
         except sqlite3.Error:
             logger.exception("audit rollback failed")
-
-
-def seal(record: AuditRecord, prev_hash: str) -> tuple[str, str]:
-    """`record`'s canonical JSON as it will be stored (lone surrogates spelled out: see `storable`), and its
-    chain hash after `prev_hash`."""
-    text = canonical_record_text(record, prev_hash)
-    try:
-        canonical = text.encode("utf-8")
-    except UnicodeEncodeError:
-        text = canonical_record_text(storable(record), prev_hash)
-        canonical = text.encode("utf-8")
-    return text, hashlib.sha256(canonical).hexdigest()

@@ -6,19 +6,19 @@ from pathlib import Path
 
 import pytest
 
-from mcp_gateway.audit.appender import (
+from mcp_gateway.audit.chain import seal
+from mcp_gateway.audit.record import GENESIS_HASH, chain_hash
+from mcp_gateway.audit.sqlite.appender import (
     ROWS_PER_STATEMENT,
     chain_position,
     commit_group,
     last_row,
     open_for_appending,
-    seal,
 )
-from mcp_gateway.audit.query import verify
-from mcp_gateway.audit.record import GENESIS_HASH, chain_hash
-from mcp_gateway.audit.schema import read_head
+from mcp_gateway.audit.sqlite.schema import read_head
 
-from .conftest import make_record
+from ..conftest import make_record
+from ._log import verify
 
 
 @pytest.fixture
