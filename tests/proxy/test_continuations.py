@@ -18,12 +18,12 @@ from examples.everything_server import build_app
 from mcp_gateway.audit.sink import MemoryAuditSink
 from mcp_gateway.auth.principal import Principal
 from mcp_gateway.proxy.continuations import ContinuationSealer
+from tests._mcp import modern_headers
 from tests._stack import Stack, gateway_stack
 from tests.proxy._support import (
     ScriptedUpstream,
     json_error,
     modern_call_body,
-    modern_headers,
     progress_for,
     read_events,
     send_chunk,

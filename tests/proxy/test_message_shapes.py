@@ -15,8 +15,9 @@ import pytest
 
 from mcp_gateway.audit.record import AuditRecord
 from mcp_gateway.audit.sink import MemoryAuditSink
+from tests._mcp import HANDSHAKE, MODERN_META, modern_headers, open_session, post_headers
 from tests._stack import Stack, gateway_stack
-from tests.proxy._support import HANDSHAKE, MODERN_META, json_error, modern_headers, open_session, post_headers
+from tests.proxy._support import json_error
 
 pytestmark = pytest.mark.anyio
 
@@ -115,7 +116,7 @@ async def test_governed_method_without_an_id_is_invalid_and_never_forwarded_in_t
 ) -> None:
     token = stack.token(["tools:read", "tools:call"])
     with anyio.fail_after(10):
-        session = await open_session(http, stack, token)
+        session = await open_session(http, stack.mcp_url(), token)
     with nothing_forwarded(stack), anyio.fail_after(10):
         response = await http.post(
             stack.mcp_url(),
@@ -148,7 +149,7 @@ async def test_unknown_notification_is_refused_in_the_handshake_era(
 ) -> None:
     token = stack.token()
     with anyio.fail_after(10):
-        session = await open_session(http, stack, token)
+        session = await open_session(http, stack.mcp_url(), token)
     with nothing_forwarded(stack), anyio.fail_after(10):
         response = await http.post(
             stack.mcp_url(),
@@ -164,7 +165,7 @@ async def test_spec_notification_of_the_handshake_era_is_still_forwarded(
 ) -> None:
     token = stack.token()
     with anyio.fail_after(10):
-        session = await open_session(http, stack, token)
+        session = await open_session(http, stack.mcp_url(), token)
         before = len(stack.tap.calls("notifications/roots/list_changed"))
         response = await http.post(
             stack.mcp_url(),

@@ -16,20 +16,9 @@ from examples.everything_server import build_server
 from mcp_gateway.audit.record import AuditRecord
 from mcp_gateway.audit.sink import MemoryAuditSink
 from mcp_gateway.identity.tool_pins import tool_sha256
+from tests._mcp import HANDSHAKE, MODERN_META, modern_headers, open_session, post_headers
 from tests._stack import Stack, gateway_stack
-from tests.proxy._support import (
-    HANDSHAKE,
-    MODERN_META,
-    ScriptedUpstream,
-    call_body,
-    json_error,
-    modern_call_body,
-    modern_headers,
-    open_session,
-    post_headers,
-    read_events,
-    send_raw,
-)
+from tests.proxy._support import ScriptedUpstream, call_body, json_error, modern_call_body, read_events, send_raw
 
 pytestmark = pytest.mark.anyio
 
@@ -83,7 +72,7 @@ async def _call(http: httpx2.AsyncClient, stack: Stack, era: str, tool: str, arg
         body = modern_call_body(tool)
         body["params"]["arguments"] = arguments
         return await http.post(stack.mcp_url(), headers=modern_headers(token, "tools/call", tool), json=body)
-    session = await open_session(http, stack, token)
+    session = await open_session(http, stack.mcp_url(), token)
     body = call_body(tool)
     body["params"]["arguments"] = arguments
     return await http.post(stack.mcp_url(), headers=post_headers(token, version=HANDSHAKE, session=session), json=body)
