@@ -702,6 +702,12 @@ def build_server(auth: ResourceAuth | None = None) -> MCPServer:
     )
     for tool in _TOOLS:
         server.add_tool(tool)
+    # The schema tool is listed last: the conformance suite's header-validation scenario calls the first
+    # listed tool with `{}`, which this schema refuses (it requires a phone or an email). The SDK does not
+    # validate against a replaced schema, but a proxy that enforces pinned input schemas (the gateway)
+    # rightly refuses the call before it arrives. MCPServer has no public way to add a Tool object later.
+    tools = server._tool_manager._tools  # pyright: ignore[reportPrivateUsage]
+    tools[schema_tool.name] = tools.pop(schema_tool.name)
     server.add_tool(delete_everything, annotations=ToolAnnotations(destructive_hint=True, read_only_hint=False))
     for uri, read in _RESOURCES.items():
         server.resource(uri)(read)

@@ -6,6 +6,7 @@ GatewayError
 ├── HTTPError                   anything answered to a client with a status
 │   ├── TransportRejected       Host (421), Origin (403), Content-Type/Accept (415/406), size (413)
 │   ├── ProtocolRejected        bad JSON-RPC, era/header mismatch, unsupported version (400)
+│   │   └── MessageRefused      a request without an id, a response nobody asked for (400, always audited)
 │   ├── SessionNotFound         unknown, ended or foreign session (404)
 │   │   └── UpstreamSessionGone the upstream ended the session it was asked about (404)
 │   ├── AuthError               renders its own WWW-Authenticate (RFC 6750 §3)
@@ -87,6 +88,11 @@ class TransportRejected(HTTPError):
 
 class ProtocolRejected(HTTPError):
     """The request is not valid MCP for the era it claims (400 unless stated)."""
+
+
+class MessageRefused(ProtocolRejected):
+    """A message the gateway does not pass on for its shape (a request without an id, a stray response):
+    refused like any invalid request, and always audited, whatever its method."""
 
 
 class SessionNotFound(HTTPError):

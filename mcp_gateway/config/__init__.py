@@ -138,6 +138,7 @@ class ServerEntry(BaseModel):
     resource_scopes: Mapping[str, tuple[Scope, ...]] = Field(default_factory=dict)
     prompt_scopes: Mapping[str, tuple[Scope, ...]] = Field(default_factory=dict)
     tools_sha256: Mapping[str, str] = Field(default_factory=dict)
+    strict_arguments: bool = False  # tools/call: also refuse argument properties the pinned schema does not declare
     credentials: Credentials | None = None
     hide_step_up: bool = False  # hide list entries the token could only reach after a step-up
     rate_limits: RateLimits | None = None  # overrides the gateway-wide [rate_limits] for this server

@@ -13,6 +13,7 @@ from mcp_gateway.credentials import CredentialFailures, CredentialRequest, Crede
 from mcp_gateway.errors import UpstreamCredentialError, UpstreamError, UpstreamIdentityError
 from mcp_gateway.proxy import jsonrpc
 from mcp_gateway.proxy.context import ABORTED, CallContext, Outcome
+from mcp_gateway.proxy.continuations import ContinuationSealer
 from mcp_gateway.proxy.era import Era
 from mcp_gateway.proxy.recording import CallRecorder
 from mcp_gateway.proxy.relay import StreamState, UpstreamMessageJudge
@@ -70,7 +71,14 @@ def credential_request(ctx: CallContext) -> CredentialRequest:
 class UpstreamExchange:
     """Sends legs to upstreams and relays their answers, judging every message on the way back."""
 
-    def __init__(self, config: GatewayConfig, recorder: CallRecorder, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        recorder: CallRecorder,
+        clock: Callable[[], float],
+        continuations: ContinuationSealer,
+    ) -> None:
+        self.continuations = continuations  # seals each requestState relayed to the principal and route
         self.max_event_bytes = config.max_event_bytes
         self.max_body_bytes = config.max_body_bytes
         self.recorder = recorder
@@ -83,7 +91,11 @@ class UpstreamExchange:
     ) -> tuple[UpstreamMessageJudge, RelayOptions]:
         """How the answer to one leg is judged and relayed (the same for POST, GET and DELETE)."""
         judge = UpstreamMessageJudge(
-            route.policy, principal.scopes, governs_server_requests=not era.modern, catalogue=route.catalogue
+            route.policy,
+            principal.scopes,
+            governs_server_requests=not era.modern,
+            catalogue=route.catalogue,
+            continuations=self.continuations.bound(route.name, principal),
         )
         options = RelayOptions(
             max_event_bytes=self.max_event_bytes,

@@ -62,7 +62,11 @@ def build_routes(
             credentials=build_credential_source(entry, secrets, credential_context),
             upstream_identity=_identity(entry),
             rate_limits=effective_rate_limits(config.rate_limits, entry),
-            catalogue=ToolCatalogue(entry.tools_sha256) if entry.tools_sha256 else None,
+            catalogue=(
+                ToolCatalogue(entry.tools_sha256, strict_arguments=entry.strict_arguments)
+                if entry.tools_sha256
+                else None
+            ),
         )
     return routes
 
