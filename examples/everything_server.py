@@ -10,7 +10,12 @@ standalone GET stream, resumption via ``Last-Event-ID``) and the stateless 2026-
 - ``ask_model(prompt)`` asks the client to sample, ``ask_user(question)`` asks it to elicit, in either era
   (a server-to-client request on handshake connections, an input-required result at 2026-07-28);
 - ``delete_everything()`` is marked destructive and deletes nothing (for scope tests);
-- ``show_request_headers()`` returns the HTTP headers this server received (to check what a proxy forwards).
+- ``show_request_headers()`` returns the HTTP headers this server received (to check what a proxy forwards);
+- ``whoami()`` returns who the bearer token says is calling: ``sub``, ``act``, scopes, audience and issuer.
+
+With ``--resource URL --trust ISSUER=JWKS_URI`` (repeatable) the server is an OAuth resource server (the SDK's
+``mcp.server.auth`` support): it accepts only JWTs from a trusted issuer whose ``aud`` is its own URL, so a
+token issued for another server is refused with 401.
 
 Run it with ``python examples/everything_server.py [--host H] [--port P]``; tests use ``build_app()``.
 """
@@ -23,12 +28,18 @@ import collections
 import json
 import logging
 import warnings
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Annotated, Any, TypeVar
 
 import anyio
+import httpx2
+import jwt
 import uvicorn
 from mcp.server import ServerRequestContext
+from mcp.server.auth.middleware.auth_context import get_access_token
+from mcp.server.auth.provider import AccessToken, TokenVerifier
+from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.prompts.base import Prompt, UserMessage
@@ -212,6 +223,77 @@ async def delete_everything() -> str:
 async def show_request_headers(ctx: Context) -> str:
     """Return, as JSON, the HTTP request headers this server received for this call."""
     return json.dumps(dict(ctx.headers or {}), sort_keys=True)
+
+
+async def whoami() -> str:
+    """Return, as JSON, who the verified bearer token says is calling (all null when auth is off)."""
+    token = get_access_token()
+    claims = (token.claims or {}) if token is not None else {}
+    return json.dumps(
+        {
+            "sub": token.subject if token is not None else None,
+            "act": claims.get("act"),
+            "client_id": token.client_id if token is not None else None,
+            "scopes": token.scopes if token is not None else [],
+            "aud": claims.get("aud"),
+            "iss": claims.get("iss"),
+        },
+        sort_keys=True,
+    )
+
+
+@dataclass(frozen=True)
+class ResourceAuth:
+    """Makes the server a resource server: JWTs from `issuers` (issuer → JWKS URL) whose `aud` is `resource`."""
+
+    resource: str
+    issuers: Mapping[str, str]
+    static_tokens: Mapping[str, str] = field(default_factory=dict)  # exact token → client id (for tests)
+
+
+class JwtVerifier(TokenVerifier):
+    """Verifies ES256/RS256 JWTs against each trusted issuer's JWKS (fetched when a `kid` is new)."""
+
+    def __init__(self, auth: ResourceAuth) -> None:
+        self.auth = auth
+        self._keys: dict[tuple[str, str], Any] = {}
+
+    async def _key(self, issuer: str, kid: str) -> Any:
+        if (issuer, kid) not in self._keys:
+            async with httpx2.AsyncClient(follow_redirects=False, timeout=10) as http:
+                document = (await http.get(self.auth.issuers[issuer])).json()
+            for jwk in document.get("keys", []):
+                self._keys[(issuer, jwk.get("kid", ""))] = jwt.PyJWK(jwk).key
+        return self._keys.get((issuer, kid))
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        static = self.auth.static_tokens.get(token)
+        if static is not None:
+            return AccessToken(token=token, client_id=static, scopes=[], resource=self.auth.resource)
+        try:
+            issuer = jwt.decode(token, options={"verify_signature": False}).get("iss")
+            kid = jwt.get_unverified_header(token).get("kid", "")
+            if not isinstance(issuer, str) or issuer not in self.auth.issuers:
+                return None
+            key = await self._key(issuer, kid)
+            if key is None:
+                return None
+            claims = jwt.decode(
+                token, key, algorithms=["ES256", "RS256"], audience=self.auth.resource, issuer=issuer,
+                options={"require": ["exp", "iss", "aud"]},
+            )  # fmt: skip
+        except (jwt.PyJWTError, httpx2.HTTPError, ValueError, AttributeError):
+            return None
+        scope = claims.get("scope")
+        return AccessToken(
+            token=token,
+            client_id=str(claims.get("client_id") or claims.get("sub")),
+            scopes=scope.split() if isinstance(scope, str) else [],
+            expires_at=int(claims["exp"]),
+            resource=self.auth.resource,
+            subject=claims.get("sub"),
+            claims=claims,
+        )
 
 
 # Conformance fixtures: tools.
@@ -589,7 +671,7 @@ _TOOLS: list[Callable[..., Any]] = [
     test_input_required_result_sampling, test_input_required_result_list_roots,
     test_input_required_result_request_state, test_input_required_result_multiple_inputs,
     test_input_required_result_multi_round, test_input_required_result_tampered_state,
-    test_input_required_result_capabilities, echo, emit_progress, ask_model, ask_user, show_request_headers,
+    test_input_required_result_capabilities, echo, emit_progress, ask_model, ask_user, show_request_headers, whoami,
 ]  # fmt: skip
 _PROMPTS: list[Callable[..., Any]] = [
     test_simple_prompt, test_prompt_with_arguments, test_prompt_with_embedded_resource, test_prompt_with_image,
@@ -603,13 +685,29 @@ _RESOURCES: dict[str, Callable[..., Any]] = {
 }
 
 
-def build_server() -> MCPServer:
+def build_server(auth: ResourceAuth | None = None) -> MCPServer:
     """A fresh server with every fixture registered (each has its own tool list, so tests cannot interfere)."""
     schema_tool = Tool.from_function(json_schema_2020_12_tool).model_copy(update={"parameters": JSON_SCHEMA_2020_12})
+    settings: dict[str, Any] = {}
+    if auth is not None:
+        settings["auth"] = AuthSettings(
+            issuer_url=next(iter(auth.issuers), auth.resource),  # type: ignore[arg-type]
+            resource_server_url=auth.resource,  # type: ignore[arg-type]
+            validate_token_resource=True,
+        )
+        settings["token_verifier"] = JwtVerifier(auth)
     # log_level only applies if nothing configured logging before (MCPServer calls logging.basicConfig).
-    server = MCPServer(name="mcp-gateway-everything-server", version="0.1.0", tools=[schema_tool], log_level="WARNING")
+    server = MCPServer(
+        name="mcp-gateway-everything-server", version="0.1.0", tools=[schema_tool], log_level="WARNING", **settings
+    )
     for tool in _TOOLS:
         server.add_tool(tool)
+    # The schema tool is listed last: the conformance suite's header-validation scenario calls the first
+    # listed tool with `{}`, which this schema refuses (it requires a phone or an email). The SDK does not
+    # validate against a replaced schema, but a proxy that enforces pinned input schemas (the gateway)
+    # rightly refuses the call before it arrives. MCPServer has no public way to add a Tool object later.
+    tools = server._tool_manager._tools  # pyright: ignore[reportPrivateUsage]
+    tools[schema_tool.name] = tools.pop(schema_tool.name)
     server.add_tool(delete_everything, annotations=ToolAnnotations(destructive_hint=True, read_only_hint=False))
     for uri, read in _RESOURCES.items():
         server.resource(uri)(read)
@@ -651,10 +749,13 @@ def loopback_security(extra_hosts: Sequence[str] = ()) -> TransportSecuritySetti
 
 
 def build_app(
-    *, transport_security: TransportSecuritySettings | None = None, event_store: EventStore | None = None
+    *,
+    transport_security: TransportSecuritySettings | None = None,
+    event_store: EventStore | None = None,
+    auth: ResourceAuth | None = None,
 ) -> Starlette:
     """The ASGI app serving ``/mcp`` in both eras; its lifespan must run (uvicorn's ``lifespan="on"``)."""
-    app = build_server().streamable_http_app(
+    app = build_server(auth).streamable_http_app(
         streamable_http_path="/mcp",
         event_store=event_store if event_store is not None else InMemoryEventStore(),
         retry_interval=100,  # milliseconds, announced in the priming event so polling clients come back quickly
@@ -676,9 +777,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="a Host (and http Origin) to accept besides the loopback ones (repeatable)",
     )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--resource", help="verify bearer tokens: this server's URL, the audience they must name")
+    parser.add_argument(
+        "--trust", action="append", default=[], metavar="ISSUER=JWKS_URI", help="an issuer whose JWTs are accepted"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper())  # before the SDK configures logging at INFO
-    app = build_app(transport_security=loopback_security(args.allowed_host))
+    auth = None
+    if args.resource:
+        auth = ResourceAuth(args.resource, dict(item.split("=", 1) for item in args.trust))
+    app = build_app(transport_security=loopback_security(args.allowed_host), auth=auth)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
 
 

@@ -24,6 +24,8 @@ from mcp_gateway.audit.stores import open_audit_store
 from mcp_gateway.audit.summary import RefusalSummarizer
 from mcp_gateway.auth.verifier import TokenVerifier, build_verifier
 from mcp_gateway.config import GatewayConfig, random_session_key
+from mcp_gateway.credentials import CredentialContext, PublishedKeys
+from mcp_gateway.credentials.metrics import CredentialFailureCollector
 from mcp_gateway.errors import ConfigError, HTTPError
 from mcp_gateway.limits import LimitStore, build_limit_store
 from mcp_gateway.observe.tracing import NO_TRACER, Tracer, build_tracer
@@ -70,7 +72,14 @@ class Gateway:
         self.http_client = http_client
         self.secrets = env  # what credential sources resolve `*_env` against, again on a reload
         self.hierarchy = ScopeHierarchy(config.scope_implications)
-        self.routes: dict[str, Route] = build_routes(config, self.hierarchy, secrets=env, pools=pools)
+        self.signing_keys = PublishedKeys(clock)  # the gateway's own keys, when it signs upstream assertions
+        context = CredentialContext(
+            self._credential_client, clock, config.base_dir, config.public_url, self.signing_keys
+        )
+        self.credential_context = context  # shared by the routes a reload builds
+        self.routes: dict[str, Route] = build_routes(
+            config, self.hierarchy, secrets=env, pools=pools, credential_context=context
+        )
         self._route_paths: dict[str, Route] = {}
         self._metadata: dict[str, dict[str, Any]] = {}
         self.swap_routes(self.routes)
@@ -96,6 +105,7 @@ class Gateway:
             "mcp_gateway_request_seconds", "Time to answer MCP endpoint requests", ["server"], registry=self.registry
         )
         self.registry.register(_AuditCollector(audit))
+        self.registry.register(CredentialFailureCollector(self.endpoint.exchange.credential_failures))
         # Labelled children looked up once, not per request (`labels()` validates and locks each time).
         self._latency = {name: self.latency.labels(name) for name in self.routes}
         self._counters: dict[tuple[str, str, int], Any] = {}
@@ -108,6 +118,12 @@ class Gateway:
         self._metadata = {f"{_WELL_KNOWN}{name}/mcp": self._metadata_document(r) for name, r in routes.items()}
         self._route_paths = {f"/{name}/mcp": route for name, route in routes.items()}
         self.routes = routes
+
+    def _credential_client(self) -> httpx2.AsyncClient:
+        # Token endpoints share the gateway's client (closed at shutdown); made on first use if none was given.
+        if self.http_client is None:
+            self.http_client = httpx2.AsyncClient(follow_redirects=False)
+        return self.http_client
 
     def _count(self, server: str, method: str, status: int) -> None:
         key = (server, method, status)
@@ -180,6 +196,9 @@ class Gateway:
                 await respond_json(send, exc.status_code, {"error": exc.message})
                 return
             await respond_json(send, 200, self._metadata[path], [(b"cache-control", b"public, max-age=300")])
+        elif path == "/.well-known/jwks.json" and self.signing_keys:
+            # The keys upstreams verify the gateway's signed assertions with, retired ones until they are unused.
+            await respond_json(send, 200, self.signing_keys.document(), [(b"cache-control", b"public, max-age=60")])
         elif path == "/healthz":
             await respond_json(send, 200, {"status": "ok"})
         elif path == "/readyz":

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
-from mcp_gateway.errors import ConfigError
+from mcp_gateway.cli_errors import explain, port_number
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -39,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the gateway")
     serve.add_argument("--config", default="./gateway.toml", help="path to gateway.toml")
     serve.add_argument("--host", default=None, help="override the bind host")
-    serve.add_argument("--port", type=int, default=None, help="override the bind port")
+    serve.add_argument("--port", type=port_number, default=None, help="override the bind port")
     serve.add_argument("--log-level", default=None, help="override [logging] level")
     serve.set_defaults(func=_serve)
 
@@ -55,8 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     from mcp_gateway.audit import cli as audit_cli
     from mcp_gateway.devissuer import cli as devissuer_cli
     from mcp_gateway.identity import cli as identity_cli
+    from mcp_gateway.policy import cli as policy_cli
 
-    for module in (devissuer_cli, audit_cli, identity_cli):
+    for module in (devissuer_cli, audit_cli, identity_cli, policy_cli):
         module.add_commands(sub)
     return parser
 
@@ -66,13 +69,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("httpx2").setLevel(logging.WARNING)  # one line per request is noise in a CLI
     parser = build_parser()
     args = parser.parse_args(argv)
+    return run_command(args)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run the chosen subcommand; every failure becomes one line on stderr and an exit status, never a
+    traceback: 2 for inputs to fix (cli_errors.explain names the fix), 70 for a defect in the gateway."""
     try:
         return int(args.func(args))
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `mcp-gateway ... | head`: the reader has what it wanted (Python docs, "Note on SIGPIPE").
+        _discard_stdout()
+        return 0
+    except Exception as exc:
+        code, message = explain(exc, config_option=_config_option(args))
+        print(message, file=sys.stderr)
+        return code
+
+
+def _config_option(args: argparse.Namespace) -> tuple[str, str] | None:
+    for option in ("issuer_config", "config"):
+        value = getattr(args, option, None)
+        if isinstance(value, str):
+            return "--" + option.replace("_", "-"), value
+    return None
+
+
+def _discard_stdout() -> None:
+    # stdout may be no file descriptor (captured in tests): then nothing flushes to a closed pipe anyway.
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 if __name__ == "__main__":

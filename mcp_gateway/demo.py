@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,6 +15,9 @@ from collections.abc import Generator
 from pathlib import Path
 
 import uvicorn
+
+from mcp_gateway.cli_errors import port_number
+from mcp_gateway.errors import CommandError
 
 _DEMO_SCOPES = ("tools:read", "tools:call", "resources:read", "prompts:read", "admin")
 
@@ -29,9 +33,12 @@ class _QuietServer(uvicorn.Server):
 def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo = subparsers.add_parser("demo", help="run the example upstream, a dev token issuer and the gateway")
     demo.add_argument("--dir", default=".demo", help="where the demo's config, keys and audit log are written")
-    demo.add_argument("--gateway-port", type=int, default=8080)
-    demo.add_argument("--issuer-port", type=int, default=9000)
-    demo.add_argument("--upstream-port", type=int, default=3001)
+    demo.add_argument("--gateway-port", type=port_number, default=8080)
+    demo.add_argument("--issuer-port", type=port_number, default=9000)
+    demo.add_argument("--upstream-port", type=port_number, default=3001)
+    demo.add_argument(
+        "--show-delegation", action="store_true", help="make one whoami call through the gateway and print it"
+    )
     demo.add_argument("--config", default=None, help="unused; accepted like every other subcommand")
     demo.set_defaults(func=run_demo)
 
@@ -46,7 +53,13 @@ def write_demo_files(directory: Path, *, gateway_port: int, issuer_port: int, up
         client_secret = secrets.token_urlsafe(24)
         secret_file.write_text(client_secret + "\n")
         secret_file.chmod(0o600)
+    gateway_secret_file = directory / "gateway-client-secret"
+    if not gateway_secret_file.exists():
+        gateway_secret_file.write_text(secrets.token_urlsafe(24) + "\n")
+        gateway_secret_file.chmod(0o600)
+    gateway_secret = gateway_secret_file.read_text().strip()
     issuer = f"http://127.0.0.1:{issuer_port}"
+    upstream = f"http://127.0.0.1:{upstream_port}/mcp"
     scopes = ", ".join(f'"{s}"' for s in _DEMO_SCOPES)
     (directory / "issuer.toml").write_text(
         f"""# Development token issuer: NOT for production use.
@@ -60,6 +73,14 @@ secret = "{client_secret}"
 scopes = [{scopes}]
 default_scopes = ["tools:read", "tools:call"]
 sub = "alice@example.com"
+
+# The gateway itself: it exchanges an agent's token (RFC 8693) for one good for the upstream only.
+[clients.gateway]
+secret = "{gateway_secret}"
+scopes = [{scopes}]
+
+[clients.gateway.may_exchange]
+demo-agent = ["{upstream}"]
 """
     )
     (directory / "gateway.toml").write_text(
@@ -91,6 +112,7 @@ default_scopes = ["tools:call"]
 
 [servers.everything.tool_scopes]
 echo = ["tools:read"]
+whoami = ["tools:read"]
 delete_everything = ["admin"]
 
 [servers.everything.resource_scopes]
@@ -98,6 +120,14 @@ delete_everything = ["admin"]
 
 [servers.everything.prompt_scopes]
 summarize = ["prompts:read"]
+
+# Zero standing credentials: each call carries the agent's token exchanged for this upstream and scope.
+[servers.everything.credentials]
+type = "token_exchange"
+token_url = "{issuer}/token"
+client_id = "gateway"
+client_secret_file = "gateway-client-secret"
+scope = "operation"
 """
     )
     return client_secret
@@ -123,21 +153,64 @@ async def _wait_port(port: int, deadline: float) -> None:
         return
 
 
+def _bind(port: int, option: str) -> socket.socket:
+    """A listening socket on 127.0.0.1:`port`, bound before anything starts, so a port in use is a clear
+    error naming the option to change rather than a server that dies after the others started."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError as exc:
+        sock.close()
+        raise CommandError(
+            f"port {port} on 127.0.0.1 cannot be used ({exc.strerror or exc}); pick another with {option} N"
+        ) from None
+    return sock
+
+
+async def _serve(server: uvicorn.Server, sock: socket.socket, what: str) -> None:
+    try:
+        await server.serve(sockets=[sock])
+    except SystemExit:
+        # uvicorn exits the process when its start-up fails, after logging why; the demo stops instead.
+        raise CommandError(f"the {what} did not start (its log above says why)") from None
+
+
 async def _run(args: argparse.Namespace) -> int:
+    directory = Path(args.dir).resolve()
+    client_secret = write_demo_files(
+        directory, gateway_port=args.gateway_port, issuer_port=args.issuer_port, upstream_port=args.upstream_port
+    )
+    with contextlib.ExitStack() as sockets:
+        issuer_socket = sockets.enter_context(_bind(args.issuer_port, "--issuer-port"))
+        gateway_socket = sockets.enter_context(_bind(args.gateway_port, "--gateway-port"))
+        # The upstream binds in its own process; a port someone else holds would be mistaken for it.
+        _bind(args.upstream_port, "--upstream-port").close()
+        return await _run_parts(args, directory, client_secret, issuer_socket, gateway_socket)
+
+
+async def _run_parts(
+    args: argparse.Namespace,
+    directory: Path,
+    client_secret: str,
+    issuer_socket: socket.socket,
+    gateway_socket: socket.socket,
+) -> int:
     from mcp_gateway.app import create_app
     from mcp_gateway.config import load_config
     from mcp_gateway.devissuer.config import load_issuer_config
     from mcp_gateway.devissuer.server import create_issuer_app, mint_token
 
-    directory = Path(args.dir).resolve()
-    client_secret = write_demo_files(
-        directory, gateway_port=args.gateway_port, issuer_port=args.issuer_port, upstream_port=args.upstream_port
-    )
     issuer_config = load_issuer_config(directory / "issuer.toml")
     config = load_config(directory / "gateway.toml")
     upstream = subprocess.Popen(
-        [sys.executable, str(_example_server_path()), "--port", str(args.upstream_port), "--log-level", "warning"]
-    )
+        [
+            sys.executable, str(_example_server_path()), "--port", str(args.upstream_port), "--log-level", "warning",
+            # The upstream verifies its own tokens: issued by the demo issuer, for itself only.
+            "--resource", f"http://127.0.0.1:{args.upstream_port}/mcp",
+            "--trust", f"{issuer_config.issuer}={issuer_config.issuer}/jwks.json",
+        ]
+    )  # fmt: skip
     servers: list[uvicorn.Server] = []
     try:
         await _wait_port(args.upstream_port, time.monotonic() + 20)
@@ -157,7 +230,10 @@ async def _run(args: argparse.Namespace) -> int:
             )
         )
         servers = [issuer, gateway]
-        tasks = [asyncio.create_task(issuer.serve()), asyncio.create_task(gateway.serve())]
+        tasks = [
+            asyncio.create_task(_serve(issuer, issuer_socket, "token issuer")),
+            asyncio.create_task(_serve(gateway, gateway_socket, "gateway")),
+        ]
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -172,9 +248,16 @@ async def _run(args: argparse.Namespace) -> int:
                 issuer_config, "demo-agent", scopes=["tools:read", "tools:call"], resource=resource, now=time.time()
             )
             _print_banner(config.public_url, resource, issuer_config.issuer, client_secret, token, directory)
+            if args.show_delegation:
+                whoami = await _whoami(resource, token)
+                print(f"A delegated call (whoami, as the upstream sees it): {whoami}\n", flush=True)
             waiter = asyncio.create_task(stop.wait())
             await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
+        for task in tasks:  # a part that could not start: say why, instead of a quiet exit 0
+            error = task.exception() if task.done() and not task.cancelled() else None
+            if error is not None:
+                raise error
         print("\nstopping the demo ...", file=sys.stderr)
     finally:
         for server in servers:
@@ -194,6 +277,33 @@ _INITIALIZE = (
     '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25",'
     '"capabilities":{},"clientInfo":{"name":"curl","version":"0"}}}'
 )
+
+
+async def _whoami(resource: str, token: str) -> str:
+    """Call the upstream's whoami through the gateway: it names the user as `sub` and the agent in `act`."""
+    import httpx2
+
+    version = "2026-07-28"
+    meta = {"io.modelcontextprotocol/protocolVersion": version, "io.modelcontextprotocol/clientCapabilities": {}}
+    body = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": "whoami", "arguments": {}, "_meta": meta},
+    }
+    headers = {
+        "authorization": f"Bearer {token}",
+        "accept": "application/json, text/event-stream",
+        "mcp-protocol-version": version,
+        "mcp-method": "tools/call",
+        "mcp-name": "whoami",
+    }
+    try:
+        async with httpx2.AsyncClient(timeout=20) as http:
+            answer = (await http.post(resource, json=body, headers=headers)).json()
+        return str(answer["result"]["content"][0]["text"])
+    except (httpx2.HTTPError, ValueError, KeyError, IndexError, TypeError) as exc:
+        return f"(the delegated call failed: {type(exc).__name__})"
 
 
 def _print_banner(public_url: str, resource: str, issuer: str, secret: str, token: str, directory: Path) -> None:

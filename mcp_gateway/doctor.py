@@ -162,10 +162,12 @@ def _clock(auth: AuthConfig, dates: list[str], now: Callable[[], float]) -> Chec
 
 
 async def _upstream(config: GatewayConfig, entry: ServerEntry) -> str:
-    from mcp_gateway.identity.cli import _observe  # what `allowlist pin` observes, observed the same way
+    from mcp_gateway.credentials.sources import build_credential_source, default_context
+    from mcp_gateway.identity.cli import _observe_or_explain  # what `allowlist pin` observes, the same way
     from mcp_gateway.identity.tool_pins import tool_sha256
 
-    spki, tools = await _observe(config, entry)
+    source = build_credential_source(entry, os.environ, default_context(config.base_dir, config.public_url))
+    spki, tools = await _observe_or_explain(config, entry, source)
     problems = []
     if spki is not None and spki not in entry.tls_spki_sha256:
         problems.append(f"TLS key {spki} is not pinned")

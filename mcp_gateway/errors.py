@@ -2,9 +2,11 @@
 
 GatewayError
 ├── ConfigError                 bad gateway.toml / server_allowlist.toml (names file, key, fix)
+├── CommandError                a command-line input cannot be used (unknown name, port in use); names the fix
 ├── HTTPError                   anything answered to a client with a status
 │   ├── TransportRejected       Host (421), Origin (403), Content-Type/Accept (415/406), size (413)
 │   ├── ProtocolRejected        bad JSON-RPC, era/header mismatch, unsupported version (400)
+│   │   └── MessageRefused      a request without an id, a response nobody asked for (400, always audited)
 │   ├── SessionNotFound         unknown, ended or foreign session (404)
 │   │   └── UpstreamSessionGone the upstream ended the session it was asked about (404)
 │   ├── AuthError               renders its own WWW-Authenticate (RFC 6750 §3)
@@ -19,7 +21,9 @@ GatewayError
     ├── UpstreamConnectError    refused, reset, DNS, TLS handshake failure
     │   └── UpstreamIdentityError   the peer certificate does not match the pinned identity
     ├── UpstreamTimeout         connect or read timeout: 504
-    └── UpstreamProtocolError   malformed HTTP, oversized head/body, close-delimited body, garbage
+    ├── UpstreamProtocolError   malformed HTTP, oversized head/body, close-delimited body, garbage
+    └── UpstreamCredentialError no upstream credential: the AS refused, its endpoint failed, or the
+                                upstream still refused it after one refresh (names which and why)
 
 Each error knows how it is answered: `status_code` (HTTP) and `jsonrpc_code` (the JSON-RPC error code of
 the body, when the answer is one).
@@ -45,6 +49,11 @@ class ConfigError(GatewayError):
         self.key = key
         self.problem = problem
         super().__init__(f"{file}: {key}: {problem}")
+
+
+class CommandError(GatewayError):
+    """A command-line input cannot be used (an unknown server name, a port in use); the message says what
+    to change. The CLI prints it on one line and exits 2."""
 
 
 class HTTPError(GatewayError):
@@ -79,6 +88,11 @@ class TransportRejected(HTTPError):
 
 class ProtocolRejected(HTTPError):
     """The request is not valid MCP for the era it claims (400 unless stated)."""
+
+
+class MessageRefused(ProtocolRejected):
+    """A message the gateway does not pass on for its shape (a request without an id, a stray response):
+    refused like any invalid request, and always audited, whatever its method."""
 
 
 class SessionNotFound(HTTPError):
@@ -225,3 +239,17 @@ class UpstreamTimeout(UpstreamError):
 
 class UpstreamProtocolError(UpstreamError):
     """The upstream sent something that is not acceptable HTTP/1.1 or MCP."""
+
+
+class UpstreamCredentialError(UpstreamError):
+    """The gateway has no credential the upstream accepts; the message says which one and why, never a secret.
+
+    `reason` is a short fixed token for metrics labels (`token_endpoint_refused`, `token_endpoint_unreachable`,
+    `upstream_refused`, ...); the message is what the client reads in the 502.
+    """
+
+    def __init__(self, server: str, credential_type: str, reason: str, why: str) -> None:
+        self.server = server
+        self.credential_type = credential_type
+        self.reason = reason
+        super().__init__(f"Bad Gateway: the upstream credential for {server} ({credential_type}) failed: {why}")

@@ -79,7 +79,11 @@ class Reloader:
         # Routes whose entry did not change keep their pool (open upstream connections, streams), credentials
         # and tool catalogue (quarantines stay in force): the very objects, not copies.
         built = build_routes(
-            new, app.hierarchy, secrets=app.secrets, pools={name: current[name].pool for name in unchanged}
+            new,
+            app.hierarchy,
+            secrets=app.secrets,
+            pools={name: current[name].pool for name in unchanged},
+            credential_context=app.credential_context,
         )
         routes = {name: current[name] if name in unchanged else route for name, route in built.items()}
         retired = [route for name, route in current.items() if routes.get(name) is not route]

@@ -169,6 +169,7 @@ async def gateway_stack(
     *,
     allowlist: str = DEFAULT_ALLOWLIST,
     gateway_extra: str = "",
+    audit_extra: str = "",
     server_extra: str = "",
     audit: AuditSink | None = None,
     upstream_app: Any = None,
@@ -212,7 +213,7 @@ async def gateway_stack(
             f'public_url = "http://127.0.0.1:{gateway_port}"\nport = {gateway_port}\n'
             f'allowlist = "server_allowlist.toml"\n{gateway_extra}\n'
             f'[auth]\nissuer = "{issuer_url}"\njwks_uri = "{issuer_url}/jwks.json"\nalgorithms = ["ES256"]\n\n'
-            f'[audit]\ndatabase = "audit.db"\n'
+            f'[audit]\ndatabase = "audit.db"\n{audit_extra}'
         )
         config = load_config(directory / "gateway.toml")
         app = create_app(config, audit=audit, secrets=secrets if secrets is not None else {}, **app_options)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+from mcp_gateway.audit.canonical import canonical_record_bytes, chain_hash
 from mcp_gateway.audit.query import ExportResult, QueryFilters, VerifyResult, parse_time
 from mcp_gateway.audit.record import (
     GENESIS_HASH,
     AuditRecord,
     arguments_digest,
     arguments_json,
-    canonical_record_bytes,
-    chain_hash,
     format_timestamp,
     new_event_id,
     outcome_of,

@@ -6,15 +6,8 @@ import hashlib
 import json
 from typing import Any, Final
 
-from mcp_gateway.audit.record import (
-    FIELD_KINDS,
-    GENESIS_HASH,
-    RECORD_FIELDS,
-    AuditRecord,
-    canonical_record_bytes,
-    canonical_record_text,
-    storable,
-)
+from mcp_gateway.audit.canonical import canonical_record_bytes, canonical_record_text
+from mcp_gateway.audit.record import FIELD_KINDS, GENESIS_HASH, LATE_FIELDS, RECORD_FIELDS, AuditRecord, storable
 
 _LIST_FIELDS: Final = frozenset(name for name, kind in FIELD_KINDS if kind == "list")
 _FLOAT_FIELDS: Final = frozenset(name for name, kind in FIELD_KINDS if kind in ("float", "float?"))
@@ -42,6 +35,8 @@ def parse_record(text: str) -> tuple[AuditRecord, str]:
     prev_hash = fields.pop("prev_hash", None)
     if not isinstance(prev_hash, str):
         raise ValueError("the record has no prev_hash string")
+    for name in LATE_FIELDS:
+        fields.setdefault(name, None)  # left out while null (records written before the field existed)
     if fields.keys() != _FIELD_NAMES:
         missing, unknown = sorted(_FIELD_NAMES - fields.keys()), sorted(fields.keys() - _FIELD_NAMES)
         raise ValueError(f"the record's members are wrong (missing {missing}, unknown {unknown})")

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import os
 import shutil
 import sys
 import time
 import tomllib
-import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final, TextIO
 
 from mcp_gateway.audit.query import OUTPUT_FIELDS, QueryFilters, parse_time
+from mcp_gateway.audit.safe_text import csv_record, json_line, visible
 from mcp_gateway.audit.store import AuditLocation, AuditReadError, SchemaError
 from mcp_gateway.audit.stores import audit_location, open_audit_reader
 
@@ -179,7 +177,7 @@ def run_query(args: argparse.Namespace) -> int:
     if args.format == "json":
         for row in rows:
             # ASCII-only: log fields carry client-chosen text, which must not reach a terminal raw.
-            out.write(json.dumps(row, ensure_ascii=True) + "\n")
+            out.write(json_line(row) + "\n")
     elif args.format == "csv":
         _write_csv(rows, out)
     else:
@@ -187,21 +185,12 @@ def run_query(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _csv_cell(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, list):
-        value = " ".join(value)  # scope tokens never contain spaces (RFC 6749 §3.3)
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value  # OWASP CSV injection: a spreadsheet must not evaluate a client-chosen formula
-    return value
-
-
 def _write_csv(rows: Iterable[dict[str, Any]], out: TextIO) -> None:
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(OUTPUT_FIELDS)
+    # RFC 4180 records with neutralised cells (safe_text.csv_cell): a client's text can neither end a
+    # record nor run as a formula in the auditor's spreadsheet.
+    out.write(csv_record(OUTPUT_FIELDS))
     for row in rows:
-        writer.writerow([_csv_cell(row[name]) for name in OUTPUT_FIELDS])
+        out.write(csv_record(row[name] for name in OUTPUT_FIELDS))
 
 
 _Column = tuple[str, int, float, Callable[[dict[str, Any]], str]]  # title, fixed width or 0, weight, text
@@ -240,8 +229,8 @@ def _layout(terminal_width: int) -> list[tuple[str, int, Callable[[dict[str, Any
 
 def _printable(text: str) -> str:
     # Control and format characters (ANSI escapes, bidi overrides) from a client must not steer the
-    # auditor's terminal.
-    return "".join("?" if unicodedata.category(ch)[0] == "C" else ch for ch in text)
+    # auditor's terminal: they are shown as visible escapes (`\x1b`, `\u202e`) instead.
+    return visible(text)
 
 
 def _fit(text: str, width: int) -> str:

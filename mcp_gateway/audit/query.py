@@ -34,7 +34,16 @@ CONTRACT_FIELDS: Final = (
     "latency_ms",
     "arguments_sha256",
 )
-EXTRA_FIELDS: Final = ("policy_version", "client_address", "upstream_identity", "event_type", "detail", "arguments")
+EXTRA_FIELDS: Final = (
+    "policy_version",
+    "client_address",
+    "upstream_identity",
+    "event_type",
+    "detail",
+    "arguments",
+    "upstream_credential",
+    "shadow_decision",
+)
 OUTPUT_FIELDS: Final = CONTRACT_FIELDS + EXTRA_FIELDS
 ABORTED: Final = "aborted"
 _ARRAY_FIELDS: Final = frozenset(("scope_granted", "scopes_required"))

@@ -7,6 +7,7 @@ import sys
 import time
 from urllib.parse import urlsplit
 
+from mcp_gateway.cli_errors import explain, port_number
 from mcp_gateway.errors import ConfigError
 
 
@@ -19,7 +20,9 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     )
     issuer.add_argument("--config", default="./issuer.toml", help="issuer TOML (default: ./issuer.toml)")
     issuer.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    issuer.add_argument("--port", type=int, default=None, help="port (default: the issuer URL's port, else 9000)")
+    issuer.add_argument(
+        "--port", type=port_number, default=None, help="port (default: the issuer URL's port, else 9000)"
+    )
     issuer.set_defaults(func=run_issuer)
 
     token = subparsers.add_parser(
@@ -43,8 +46,7 @@ def run_issuer(args: argparse.Namespace) -> int:
     try:
         config = load_issuer_config(args.config)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _refuse(exc, "--config", args.config)
     port = args.port if args.port is not None else (urlsplit(config.issuer).port or 9000)
     uvicorn.run(create_issuer_app(config), host=args.host, port=port, log_level="info")
     return 0
@@ -59,10 +61,15 @@ def print_token(args: argparse.Namespace) -> int:
         scopes = args.scope.split(" ") if args.scope else None
         token = mint_token(config, args.client, scopes=scopes, resource=args.resource, now=time.time())
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _refuse(exc, "--issuer-config", args.issuer_config)
     except TokenRequestError as exc:
         print(f"error: {exc.error}: {exc.description}", file=sys.stderr)
         return 1
     print(token)
     return 0
+
+
+def _refuse(exc: ConfigError, option: str, path: str) -> int:
+    code, message = explain(exc, config_option=(option, path))
+    print(message, file=sys.stderr)
+    return code

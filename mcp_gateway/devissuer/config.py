@@ -41,6 +41,9 @@ class IssuerClient(BaseModel):
     default_scopes: tuple[Scope, ...] | None = None  # granted when `scope` is omitted; default: all of `scopes`
     sub: str | None = Field(default=None, min_length=1)  # the user this client acts for; default: the client id
     resources: tuple[str, ...] = ()  # resource indicators (RFC 8707) it may ask for; empty → any
+    # RFC 8693 token exchange, a may_act-style rule: agent client id (or "*") → audiences this client may
+    # exchange that agent's tokens for. Empty: this client may exchange nothing.
+    may_exchange: Mapping[str, tuple[str, ...]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _one_secret(self) -> IssuerClient:

@@ -1,4 +1,4 @@
-"""A local OAuth 2.1 authorization server for demos and tests: client_credentials only. DEVELOPMENT ONLY."""
+"""A local OAuth 2.1 authorization server for demos and tests: client credentials and token exchange. DEV ONLY."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
-from typing import Literal
 from urllib.parse import parse_qsl, unquote_plus, urlsplit
 
 import jwt
@@ -21,47 +19,26 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from mcp_gateway.devissuer.config import IssuerClient, IssuerConfig
+from mcp_gateway.devissuer.exchange import ACCESS_TOKEN_TYPE, exchange_token
+from mcp_gateway.devissuer.tokens import IssuedToken, TokenRequestError
+
+__all__ = [
+    "IssuedToken",
+    "TokenRequestError",
+    "authorization_server_metadata",
+    "create_issuer_app",
+    "issue_token",
+    "mint_token",
+]
 
 logger = logging.getLogger(__name__)
 
-TokenErrorCode = Literal[
-    "invalid_request",
-    "invalid_client",
-    "unsupported_grant_type",
-    "invalid_scope",
-    "invalid_target",
-    "unsupported_response_type",
-]
 _MAX_FORM_BYTES = 16 * 1024
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")  # RFC 6749 §3.3 scope-token
 # RFC 6749 §5.1: token responses "MUST" carry these so no cache keeps a token.
 _NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}
+_TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 _BASIC_CHALLENGE = 'Basic realm="mcp-gateway development issuer", charset="UTF-8"'
-
-
-class TokenRequestError(Exception):
-    """An RFC 6749 §5.2 error response (RFC 8707 §2 adds invalid_target)."""
-
-    def __init__(
-        self,
-        error: TokenErrorCode,
-        description: str,
-        *,
-        status_code: int = 400,
-        www_authenticate: str | None = None,
-    ) -> None:
-        super().__init__(description)
-        self.error = error
-        self.description = description
-        self.status_code = status_code
-        self.www_authenticate = www_authenticate
-
-
-@dataclass(frozen=True)
-class IssuedToken:
-    access_token: str
-    scope: str
-    expires_in: int
 
 
 def issue_token(
@@ -108,7 +85,9 @@ def authorization_server_metadata(config: IssuerConfig) -> dict[str, object]:
         "token_endpoint": config.endpoint("/token"),
         "jwks_uri": config.endpoint("/jwks.json"),
         "response_types_supported": [],
-        "grant_types_supported": ["client_credentials"],
+        # RFC 8693 is advertised only when some client may exchange tokens at all.
+        "grant_types_supported": ["client_credentials"]
+        + ([_TOKEN_EXCHANGE] if any(c.may_exchange for c in config.settings.clients.values()) else []),
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "scopes_supported": scopes,
     }
@@ -136,16 +115,21 @@ def create_issuer_app(config: IssuerConfig, *, clock: Callable[[], float] = time
             grant_type = form.get("grant_type")
             if not grant_type:
                 raise TokenRequestError("invalid_request", "grant_type is required")
-            if grant_type != "client_credentials":
-                raise TokenRequestError("unsupported_grant_type", "only client_credentials is supported")
-            scope = form.get("scope")
-            issued = issue_token(
-                config,
-                client_id,
-                scopes=scope.split(" ") if scope else None,
-                resource=form.get("resource"),
-                now=clock(),
-            )
+            extra: dict[str, str] = {}
+            if grant_type == _TOKEN_EXCHANGE:
+                issued = exchange_token(config, client_id, form, now=clock())
+                extra["issued_token_type"] = ACCESS_TOKEN_TYPE  # RFC 8693 §2.2.1
+            elif grant_type != "client_credentials":
+                raise TokenRequestError("unsupported_grant_type", "only client_credentials and token exchange")
+            else:
+                scope = form.get("scope")
+                issued = issue_token(
+                    config,
+                    client_id,
+                    scopes=scope.split(" ") if scope else None,
+                    resource=form.get("resource"),
+                    now=clock(),
+                )
         except TokenRequestError as exc:
             return _error_response(exc)
         body = {
@@ -153,6 +137,7 @@ def create_issuer_app(config: IssuerConfig, *, clock: Callable[[], float] = time
             "token_type": "Bearer",
             "expires_in": issued.expires_in,
             "scope": issued.scope,
+            **extra,
         }
         return JSONResponse(body, headers=_NO_STORE)
 

@@ -15,7 +15,17 @@ from urllib.parse import urlsplit
 
 import httpx2
 
+from mcp_gateway.audit.safe_text import visible
 from mcp_gateway.config import GatewayConfig, ServerEntry, load_config
+from mcp_gateway.credentials.source import CredentialRequest, CredentialSource
+from mcp_gateway.credentials.sources import build_credential_source, default_context
+from mcp_gateway.errors import (
+    CommandError,
+    ConfigError,
+    UpstreamConnectError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+)
 from mcp_gateway.identity.tls_pins import spki_sha256
 from mcp_gateway.identity.tool_pins import tool_sha256
 
@@ -51,9 +61,17 @@ def run_pin(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     entry = config.servers.get(args.name)
     if entry is None:
-        print(f"no [servers.{args.name}] in the allowlist", file=sys.stderr)
-        return 2
-    spki, tools = asyncio.run(_observe(config, entry))
+        known = ", ".join(sorted(config.servers)) or "none"
+        raise CommandError(
+            f"no [servers.{args.name}] in {config.path_for(config.allowlist)} (servers: {known}); "
+            "pass one of those names"
+        )
+    try:
+        # The very source `serve` uses, so every credential type works and a missing secret is named.
+        source = build_credential_source(entry, os.environ, default_context(config.base_dir, config.public_url))
+    except ConfigError as exc:
+        raise ConfigError(exc.file, exc.key, f"{exc.problem}; set it, then run this command again") from exc
+    spki, tools = asyncio.run(_observe_or_explain(config, entry, source))
     pins = {tool["name"]: tool_sha256(tool) for tool in tools if isinstance(tool.get("name"), str)}
     if args.diff:
         for line in pin_diff(entry, spki, pins):
@@ -67,15 +85,39 @@ def run_pin(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _observe_or_explain(
+    config: GatewayConfig, entry: ServerEntry, source: CredentialSource
+) -> tuple[str | None, list[dict[str, Any]]]:
+    """`_observe`, with every way the upstream can fail turned into an error that names it and the fix."""
+    where = f"servers.{entry.name} at {entry.url}"
+    try:
+        return await _observe(config, entry, source)
+    except httpx2.TimeoutException as exc:
+        raise UpstreamTimeout(f"{where} did not answer in time ({type(exc).__name__}); is it running?") from exc
+    except httpx2.HTTPStatusError as exc:
+        raise UpstreamProtocolError(
+            f"{where} answered HTTP {exc.response.status_code}; check the URL and the credentials it expects"
+        ) from exc
+    except (httpx2.TransportError, OSError) as exc:
+        raise UpstreamConnectError(
+            f"cannot reach {where} ({type(exc).__name__}: {exc}); is it running, and is the URL right?"
+        ) from exc
+    except ValueError as exc:  # a body that is not JSON
+        raise UpstreamProtocolError(f"{where} did not answer with MCP JSON ({exc})") from exc
+    finally:
+        await source.aclose()
+
+
 def pin_diff(entry: ServerEntry, spki: str | None, pins: Mapping[str, str]) -> list[str]:
     lines: list[str] = []
     if spki is not None and spki not in entry.tls_spki_sha256:
         lines.append(f"~ tls key: presented {spki}, pinned {list(entry.tls_spki_sha256)}")
     old = entry.tools_sha256
-    lines += [f"+ {name} (new tool; quarantined until pinned)" for name in sorted(set(pins) - set(old))]
-    lines += [f"- {name} (no longer offered)" for name in sorted(set(old) - set(pins))]
+    # Tool names are the upstream's words: escaped, so they cannot drive the admin's terminal.
+    lines += [f"+ {visible(name)} (new tool; quarantined until pinned)" for name in sorted(set(pins) - set(old))]
+    lines += [f"- {visible(name)} (no longer offered)" for name in sorted(set(old) - set(pins))]
     lines += [
-        f"~ {name}: {old[name]} -> {pins[name]} (definition changed)"
+        f"~ {visible(name)}: {old[name]} -> {pins[name]} (definition changed)"
         for name in sorted(set(old) & set(pins))
         if old[name] != pins[name]
     ]
@@ -115,7 +157,9 @@ def rewrite_allowlist(text: str, name: str, spki: str | None, pins: Mapping[str,
     return "\n".join([*out, "", *block]) + "\n"
 
 
-async def _observe(config: GatewayConfig, entry: ServerEntry) -> tuple[str | None, list[dict[str, Any]]]:
+async def _observe(
+    config: GatewayConfig, entry: ServerEntry, source: CredentialSource
+) -> tuple[str | None, list[dict[str, Any]]]:
     parts = urlsplit(entry.url)
     context: ssl.SSLContext | None = None
     spki = None
@@ -124,12 +168,12 @@ async def _observe(config: GatewayConfig, entry: ServerEntry) -> tuple[str | Non
         context = ssl.create_default_context(cafile=cafile)
         spki = await _presented_spki(parts.hostname or "", parts.port or 443, context)
     headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
-    if entry.credentials is not None:
-        secret = os.environ.get(entry.credentials.token_env, "")
-        if entry.credentials.type == "bearer":
-            headers["authorization"] = f"Bearer {secret}"
-        else:
-            headers[entry.credentials.header] = secret
+    # The credential a plain call would carry (a token endpoint's, an assertion's, a rotated file's).
+    request = CredentialRequest(
+        server=entry.name, upstream_url=entry.url, principal=None, method="tools/list", name=None, scopes=()
+    )
+    for name, value in (await source.issue(request)).headers:
+        headers[name.decode("latin-1")] = value.decode("latin-1")
     verify: ssl.SSLContext | bool = context if context is not None else True
     async with httpx2.AsyncClient(headers=headers, timeout=15, verify=verify, follow_redirects=False) as http:
         init = await _rpc(http, entry.url, "initialize", 1, {
@@ -182,12 +226,12 @@ def _result(response: httpx2.Response, ident: int) -> dict[str, Any]:
                     continue  # priming events and keep-alives carry no JSON
                 if isinstance(message, dict) and message.get("id") == ident:
                     return _unwrap(message)
-        raise SystemExit("the upstream's SSE answer carried no response")
+        raise UpstreamProtocolError("the upstream's SSE answer carried no response to tools/list")
     return _unwrap(response.json())
 
 
 def _unwrap(message: Any) -> dict[str, Any]:
     if not isinstance(message, dict) or not isinstance(message.get("result"), dict):
-        raise SystemExit(f"the upstream answered with an error: {str(message)[:200]}")
+        raise UpstreamProtocolError(f"the upstream answered with an error: {str(message)[:200]}")
     result: dict[str, Any] = message["result"]
     return result

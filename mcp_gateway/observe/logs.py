@@ -95,17 +95,26 @@ def _ids() -> list[tuple[str, str]]:
 def known_secrets(config: GatewayConfig, env: Mapping[str, str]) -> list[str]:
     """The secret values this configuration makes the process hold, looked up where it looks them up."""
     names = [config.session_key_env] if config.session_key_env else []
+    files: list[str] = []
     if config.auth is not None and config.auth.client_secret_env:
         names.append(config.auth.client_secret_env)
     for entry in config.servers.values():
         credentials = entry.credentials
         if credentials is not None:
-            names.extend(
-                value
-                for key, value in credentials.model_dump().items()
-                if key.endswith("_env") and isinstance(value, str)
-            )
-    return [env[name] for name in names if env.get(name)]
+            for key, value in credentials.model_dump().items():
+                if isinstance(value, str) and key.endswith("_env"):
+                    names.append(value)
+                elif isinstance(value, str) and key.endswith("_file"):
+                    files.append(value)
+    values = [env[name] for name in names if env.get(name)]
+    for file in files:  # the value at start-up; a rotated file's new value is still caught by the patterns
+        try:
+            text = config.path_for(file).read_text("utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            continue
+        values.append(text)
+        values.extend(line.strip() for line in text.splitlines() if len(line.strip()) >= 32)  # PEM body lines
+    return values
 
 
 def log_config(settings: LoggingConfig, redactor: Redactor) -> dict[str, Any]:

@@ -48,6 +48,8 @@ class Decision:
     kind: DecisionKind
     scopes_required: tuple[str, ...]
     rule: str
+    reason: str | None = None  # a refusal's message for the client, when the rule needs its own wording
+    shadow: str | None = None  # "KIND:RULE" of a shadow policy that disagrees (audit `shadow_decision`)
 
 
 _PROTOCOL: Final = Decision("allow", (), "protocol")

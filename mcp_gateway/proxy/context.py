@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from mcp_gateway.auth.principal import Principal
+from mcp_gateway.credentials.source import CredentialUse
 from mcp_gateway.policy.decision import Decision
 from mcp_gateway.proxy.jsonrpc import ClientMessage
 
@@ -60,6 +61,8 @@ class CallContext:
     intent_written: bool = False
     closed: bool = False  # the closing record (outcome or refusal) was handed to the store
     arguments_sha256: str | None = None  # computed once: intent and outcome records carry the same digest
+    bearer_token: bytes | None = field(default=None, repr=False)  # the verified client token, as presented
+    upstream_credential: CredentialUse | None = None  # what the upstream leg carried (audited, never a secret)
 
     @property
     def server(self) -> str:

@@ -10,11 +10,12 @@ from typing import Any
 
 from mcp_gateway.auth.principal import Principal
 from mcp_gateway.config import GatewayConfig
-from mcp_gateway.credentials import CredentialRequest
-from mcp_gateway.errors import UpstreamError, UpstreamIdentityError
+from mcp_gateway.credentials import CredentialFailures, CredentialRequest, CredentialUse, IssuedCredential
+from mcp_gateway.errors import UpstreamCredentialError, UpstreamError, UpstreamIdentityError
 from mcp_gateway.observe import tracing
 from mcp_gateway.proxy import jsonrpc
 from mcp_gateway.proxy.context import ABORTED, CallContext, Outcome
+from mcp_gateway.proxy.continuations import ContinuationSealer
 from mcp_gateway.proxy.era import Era
 from mcp_gateway.proxy.recording import CallRecorder
 from mcp_gateway.proxy.relay import StreamState, UpstreamMessageJudge
@@ -67,25 +68,38 @@ def credential_request(ctx: CallContext) -> CredentialRequest:
         method=msg.method if msg is not None else None,
         name=msg.name if msg is not None else None,
         scopes=ctx.decision.scopes_required if ctx.decision is not None else (),
+        subject_token=ctx.bearer_token.decode("ascii") if ctx.bearer_token is not None else None,
     )
 
 
 class UpstreamExchange:
     """Sends legs to upstreams and relays their answers, judging every message on the way back."""
 
-    def __init__(self, config: GatewayConfig, recorder: CallRecorder, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        recorder: CallRecorder,
+        clock: Callable[[], float],
+        continuations: ContinuationSealer,
+    ) -> None:
+        self.continuations = continuations  # seals each requestState relayed to the principal and route
         self.max_event_bytes = config.max_event_bytes
         self.max_body_bytes = config.max_body_bytes
         self.recorder = recorder
         self.clock = clock
         self._background: set[asyncio.Task[None]] = set()
+        self.credential_failures = CredentialFailures()
 
     def relay_plan(
         self, route: Route, principal: Principal, era: Era, claims: SessionClaims | None, event_ids: EventIds | None
     ) -> tuple[UpstreamMessageJudge, RelayOptions]:
         """How the answer to one leg is judged and relayed (the same for POST, GET and DELETE)."""
         judge = UpstreamMessageJudge(
-            route.policy, principal.scopes, governs_server_requests=not era.modern, catalogue=route.catalogue
+            route.policy,
+            principal.scopes,
+            governs_server_requests=not era.modern,
+            catalogue=route.catalogue,
+            continuations=self.continuations.bound(route.name, principal),
         )
         options = RelayOptions(
             max_event_bytes=self.max_event_bytes,
@@ -113,7 +127,7 @@ class UpstreamExchange:
         async with DisconnectWatch(receive, send) as watch:
             try:
                 with tracing.step("upstream exchange", ctx):
-                    response = await self._request(route, leg, judge)
+                    response = await self._request(route, leg, judge, ctx)
             except UpstreamError as exc:
                 outcome = await self._failed(route, watch.send, exc, state.request_id)
             else:
@@ -125,20 +139,42 @@ class UpstreamExchange:
         self._report_quarantines(route)
         return outcome
 
-    async def _request(self, route: Route, leg: Leg, judge: UpstreamMessageJudge) -> UpstreamResponse:
+    async def _request(self, route: Route, leg: Leg, judge: UpstreamMessageJudge, ctx: CallContext) -> UpstreamResponse:
         credentials = route.credentials
-        headers = tracing.outbound_headers([*leg.headers, *await credentials.headers(leg.credential)])
-        # SECURITY.md: the injected credential never appears in responses: every live secret is redacted.
-        judge.secrets = credentials.secrets
-        response = await route.pool.request(leg.method, route.upstream_path, headers, leg.body)
-        if response.status == 401 and await credentials.rejected(leg.credential, 401):
+        credential = await self._issue(route, leg, ctx)
+        # SECURITY.md: the injected credential never appears in responses: every live secret is redacted,
+        # and the one this request carried for as long as its answer lasts, even if rotated out meanwhile.
+        judge.secrets = credential.secrets + credentials.secrets
+        response = await route.pool.request(
+            leg.method, route.upstream_path, tracing.outbound_headers([*leg.headers, *credential.headers]), leg.body
+        )
+        if response.status == 401 and await credentials.rejected(leg.credential, credential, 401):
             # RFC 6750 §3.1: a 401 means the request was not executed, so it may be retried once with the
-            # refreshed credential; a second 401 is relayed as the credential failure it is.
+            # refreshed credential; a second refusal is the credential failure it is (502, never a loop).
             await response.aclose()
-            headers = tracing.outbound_headers([*leg.headers, *await credentials.headers(leg.credential)])
-            judge.secrets = credentials.secrets
-            response = await route.pool.request(leg.method, route.upstream_path, headers, leg.body)
+            credential = await self._issue(route, leg, ctx)
+            judge.secrets = credential.secrets + credentials.secrets
+            response = await route.pool.request(
+                leg.method, route.upstream_path, tracing.outbound_headers([*leg.headers, *credential.headers]), leg.body
+            )
+            refreshed = " after one refresh"
+        else:
+            refreshed = ""
+        if response.status in (401, 403) and credential.use is not None:
+            await response.aclose()
+            why = f"the upstream answered {response.status}{refreshed}"
+            raise UpstreamCredentialError(route.name, credential.use.type, "upstream_refused", why)
         return response
+
+    @staticmethod
+    async def _issue(route: Route, leg: Leg, ctx: CallContext) -> IssuedCredential:
+        try:
+            credential = await route.credentials.issue(leg.credential)
+        except UpstreamCredentialError as exc:
+            ctx.upstream_credential = CredentialUse(exc.credential_type)  # the record says which credential failed
+            raise
+        ctx.upstream_credential = credential.use
+        return credential
 
     async def _failed(self, route: Route, send: Send, exc: UpstreamError, request_id: Any) -> Outcome:
         if isinstance(exc, UpstreamIdentityError):
@@ -151,6 +187,10 @@ class UpstreamExchange:
             if status == 504
             else "Bad Gateway: the upstream failed"
         )
+        if isinstance(exc, UpstreamCredentialError):
+            # Which upstream credential failed and why (the message never holds a secret), counted for alerts.
+            text = str(exc)
+            self.credential_failures.count(exc.server, exc.credential_type, exc.reason)
         await respond(send, status, jsonrpc.error_body(request_id, jsonrpc.INTERNAL_ERROR, text))
         return Outcome(exc.outcome, status, type(exc).__name__)
 
@@ -189,7 +229,7 @@ class UpstreamExchange:
         body = jsonrpc.error_body(request_id, jsonrpc.INVALID_REQUEST, f"{method} is not permitted by the gateway")
         answer = CredentialRequest(route.name, route.entry.url, None, method, None, ())
         try:
-            headers.extend(await route.credentials.headers(answer))
+            headers.extend((await route.credentials.issue(answer)).headers)
             response = await route.pool.request("POST", route.upstream_path, headers, body)
             await response.aclose()
         except UpstreamError:

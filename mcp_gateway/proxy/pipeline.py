@@ -20,6 +20,7 @@ from mcp_gateway.errors import (
     AuthError,
     HTTPError,
     InsufficientScope,
+    MessageRefused,
     ProtocolRejected,
     RateLimited,
     SessionNotFound,
@@ -29,11 +30,11 @@ from mcp_gateway.errors import (
 from mcp_gateway.limits import LimitStore
 from mcp_gateway.observe.tracing import step
 from mcp_gateway.policy.decider import DecisionInput
-from mcp_gateway.policy.decision import Decision
 from mcp_gateway.policy.ratelimit import rate_limit_keys
+from mcp_gateway.proxy import continuations, jsonrpc, shapes, tool_gate
 from mcp_gateway.proxy import era as eras
-from mcp_gateway.proxy import jsonrpc
 from mcp_gateway.proxy.context import ABORTED, CallContext, Outcome
+from mcp_gateway.proxy.continuations import ContinuationSealer
 from mcp_gateway.proxy.exchange import Leg, UpstreamExchange, credential_request, upstream_headers
 from mcp_gateway.proxy.recording import CallRecorder, token_reference
 from mcp_gateway.proxy.relay import StreamState, UpstreamMessageJudge
@@ -48,6 +49,7 @@ from mcp_gateway.transport.media import check_post_media_types, check_stream_acc
 
 # Methods whose calls leave an intent and an outcome record.
 AUDITED_METHODS = frozenset({"tools/call", "resources/read", "prompts/get"})
+DENIED = Outcome("denied", 200)
 _DENIED = {"tools/call": "Tool", "resources/read": "Resource", "prompts/get": "Prompt"}
 
 
@@ -73,7 +75,7 @@ class McpEndpoint:
         self.clock = clock
         self.monotonic = monotonic  # token buckets need a clock that never steps back
         self.guard = OriginGuard(config)
-        self.exchange = UpstreamExchange(config, recorder, clock)
+        self.exchange = UpstreamExchange(config, recorder, clock, ContinuationSealer(sessions.sealer.continuation_key))
         self._max_token = config.auth.max_token_bytes if config.auth else 8192
         # A verifier with a verified-token cache answers a repeated token without a coroutine.
         self._cached: Callable[..., Principal | None] | None = getattr(verifier, "cached", None)
@@ -109,13 +111,16 @@ class McpEndpoint:
         with step("authenticate", ctx):
             principal = await self._authenticate(route, headers, ctx)
         eras.check_request(headers, msg, era)
+        shapes.judge_shape(ctx, era)  # a governed method without an id is refused, never forwarded
         jsonrpc.require_target(msg)
         initialize = msg.method == "initialize" and not era.modern
         claims = None if era.modern or initialize else await self._session(route, headers, principal, ctx)
         if msg.kind == "request":
-            refused = await self._authorize(route, ctx, principal, era, send)
+            refused = await self._authorize(route, ctx, principal, era, claims, send)
             if refused is not None:
                 return refused
+        # MCP 2026-07-28: a requestState opens only for the principal and route it was relayed to.
+        body = continuations.inbound_body(ctx, body, self.exchange.continuations.bound(route.name, principal))
         audited = msg.method in AUDITED_METHODS
         if audited:
             # Fail closed: the intent record is durable before anything is forwarded (AuditUnavailable → 503).
@@ -130,7 +135,13 @@ class McpEndpoint:
         return outcome
 
     async def _authorize(
-        self, route: Route, ctx: CallContext, principal: Principal, era: eras.Era, send: Send
+        self,
+        route: Route,
+        ctx: CallContext,
+        principal: Principal,
+        era: eras.Era,
+        claims: SessionClaims | None,
+        send: Send,
     ) -> Outcome | None:
         """Judge a request: None when it may go on, else the outcome of the refusal already answered."""
         msg = ctx.message
@@ -149,13 +160,12 @@ class McpEndpoint:
             if decision.rule == "unknown_method":
                 # The gateway serves no method the policy does not know, whatever the upstream has.
                 raise eras.method_not_found(msg, era)
-            return await self._deny(ctx, send)
-        if msg.method == "tools/call" and route.catalogue is not None and msg.name is not None:
-            why = route.catalogue.quarantined(msg.name)
-            if why is not None:
-                # DESIGN: a tool must exist in the verified catalogue with its pinned definition.
-                ctx.decision = Decision("deny", decision.scopes_required, "tools_sha256")
-                return await self._deny(ctx, send, f"Tool {msg.name!r} is quarantined: {why}")
+            return await self._deny(ctx, send, decision.reason)
+        # DESIGN: a tool must exist in the verified catalogue with its pinned definition (and schema).
+        refusal = await tool_gate.judge_tool_call(ctx, era, claims, self.monotonic())
+        if refusal is not None:
+            ctx.decision = tool_gate.refusal_decision(refusal, decision)
+            return await self._answer(ctx, send, refusal.body, Outcome(refusal.kind, refusal.status))
         await self._rate_limit(route, principal, ctx)
         return None
 
@@ -265,7 +275,7 @@ class McpEndpoint:
                 if principal is not None:
                     # Only a token that passed `checked_token` below and then verified is ever cached
                     # (this is the verifier's only caller), so these exact bytes have passed it before.
-                    ctx.principal = principal
+                    ctx.principal, ctx.bearer_token = principal, raw
                     return principal
             token = checked_token(raw)
         except AuthError as exc:
@@ -281,7 +291,7 @@ class McpEndpoint:
                 exc.error_code if isinstance(exc, AuthError) and exc.error_code else "token_unverifiable"
             )
             raise
-        ctx.principal = principal
+        ctx.principal, ctx.bearer_token = principal, raw  # raw: the RFC 8693 subject_token, never sent upstream
         return principal
 
     async def _session(self, route: Route, headers: Headers, principal: Principal, ctx: CallContext) -> SessionClaims:
@@ -326,9 +336,11 @@ class McpEndpoint:
         msg = ctx.message
         assert msg is not None
         text = text or f"{_DENIED.get(msg.method or '', 'Method')} {msg.name or msg.method!r} is not permitted"
-        await respond(send, 200, jsonrpc.error_body(msg.id, jsonrpc.INVALID_PARAMS, text))
-        outcome = Outcome("denied", 200)
-        if msg.method in AUDITED_METHODS:
+        return await self._answer(ctx, send, jsonrpc.error_body(msg.id, jsonrpc.INVALID_PARAMS, text))
+
+    async def _answer(self, ctx: CallContext, send: Send, body: bytes, outcome: Outcome = DENIED) -> Outcome:
+        await respond(send, outcome.http_status, body)
+        if ctx.message is not None and ctx.message.method in AUDITED_METHODS:
             self.recorder.refusal(ctx, outcome)
         return outcome
 
@@ -346,7 +358,7 @@ class McpEndpoint:
             return outcome  # the client is gone; nobody to answer
         msg = ctx.message
         audited = msg is not None and msg.method in AUDITED_METHODS
-        if isinstance(exc, SessionNotFound | AuthError) or exc.status_code == 429 or audited:
+        if isinstance(exc, SessionNotFound | AuthError | MessageRefused) or exc.status_code == 429 or audited:
             # SECURITY.md: every refusal at an MCP endpoint leaves an audit record.
             self.recorder.refusal(ctx, outcome)
         request_id = msg.id if msg is not None and msg.kind == "request" else None

@@ -90,6 +90,7 @@ class CallRecorder:
                     http_status=outcome.http_status,
                     latency_ms=round((time.perf_counter() - ctx.started) * 1000, 3),
                     detail=json.dumps({"error": outcome.error}) if outcome.error else None,
+                    upstream_credential=ctx.upstream_credential.to_json() if ctx.upstream_credential else None,
                 )
             )
 
@@ -159,6 +160,7 @@ class CallRecorder:
             upstream_identity=ctx.upstream_identity,
             event_type=event_type,
             detail=_detail(ctx, outcome),
+            shadow_decision=decision.shadow if decision else None,
         )
 
     @staticmethod

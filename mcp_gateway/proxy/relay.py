@@ -11,6 +11,7 @@ from mcp_gateway.policy.listing import filter_list_result
 from mcp_gateway.proxy import jsonrpc
 from mcp_gateway.proxy.catalogue import ToolCatalogue
 from mcp_gateway.proxy.context import OutcomeKind
+from mcp_gateway.proxy.continuations import BoundContinuations
 
 # Result keys that identify a list result even when we do not know which request it answers
 # (a response replayed on a resumed GET stream): filter by shape so nothing unfiltered slips out.
@@ -48,6 +49,7 @@ class UpstreamMessageJudge:
     secrets: tuple[bytes, ...] = ()  # the gateway's upstream credentials in use
     catalogue: ToolCatalogue | None = None  # pinned tool definitions; drifted ones are quarantined
     initialize_versions: tuple[str, ...] | None = None  # an initialize's answer must settle on one of these
+    continuations: BoundContinuations | None = None  # seals each requestState to this principal and route
 
     def redact(self, data: bytes) -> bytes:
         """SECURITY.md: the injected credential never appears in responses, even if the upstream echoes it."""
@@ -106,13 +108,17 @@ class UpstreamMessageJudge:
                 state.outcome = "server_request_refused"
                 text = f"{refused} is not permitted by the gateway"
                 return jsonrpc.error_body(message.get("id"), jsonrpc.INVALID_REQUEST, text)
+        # MCP 2026-07-28 input-required results: the continuation is this principal's alone (continuations.py).
+        sealed = self.continuations is not None and self.continuations.seal_result(result)
         list_method = state.request_method if state.request_method in _LIST_METHODS else _infer_list(result)
         if list_method is None:
-            return data
-        filtered = filter_list_result(list_method, result, self.policy, self.granted)
+            return jsonrpc.dumps(message) if sealed else data
         if list_method == "tools/list" and self.catalogue is not None:
-            filtered["tools"] = self.catalogue.filter_tools(filtered.get("tools"))
-        message["result"] = filtered
+            # The catalogue sees the whole listing (before scope filtering), so a tool this token may not
+            # see still exists for it: only a name the upstream never presented is unknown.
+            complete = not isinstance(result.get("nextCursor"), str)
+            result = {**result, "tools": self.catalogue.filter_tools(result.get("tools"), complete=complete)}
+        message["result"] = filter_list_result(list_method, result, self.policy, self.granted)
         return jsonrpc.dumps(message)
 
     def _refused_input_request(self, requests: Any) -> str | None:

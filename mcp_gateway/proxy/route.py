@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from mcp_gateway.config import GatewayConfig, RateLimits, ServerEntry
-from mcp_gateway.credentials import CredentialSource, build_credential_source
+from mcp_gateway.credentials import CredentialContext, CredentialSource, build_credential_source
 from mcp_gateway.identity.tls_pins import spki_verifier
-from mcp_gateway.policy.decider import Decider, ScopeDecider
+from mcp_gateway.policy.cedar import decider_factory
+from mcp_gateway.policy.decider import Decider
 from mcp_gateway.policy.decision import ServerPolicy
 from mcp_gateway.policy.ratelimit import effective_rate_limits
 from mcp_gateway.policy.scopes import ScopeHierarchy
@@ -42,8 +43,10 @@ def build_routes(
     *,
     secrets: Mapping[str, str],
     pools: Mapping[str, UpstreamPool] | None = None,
+    credential_context: CredentialContext | None = None,
 ) -> dict[str, Route]:
     routes: dict[str, Route] = {}
+    make_decider = decider_factory(config)  # `[policy] cedar`: parsed once here; ConfigError stops start-up
     for name, entry in config.servers.items():
         pool = pools[name] if pools is not None and name in pools else _make_pool(config, entry)
         policy = ServerPolicy.from_entry(entry, hierarchy)
@@ -54,12 +57,16 @@ def build_routes(
             metadata_url=config.resource_metadata_url(name),
             pool=pool,
             policy=policy,
-            decider=ScopeDecider(policy),
+            decider=make_decider(policy),
             upstream_path=pool.path,
-            credentials=build_credential_source(entry, secrets),
+            credentials=build_credential_source(entry, secrets, credential_context),
             upstream_identity=_identity(entry),
             rate_limits=effective_rate_limits(config.rate_limits, entry),
-            catalogue=ToolCatalogue(entry.tools_sha256) if entry.tools_sha256 else None,
+            catalogue=(
+                ToolCatalogue(entry.tools_sha256, strict_arguments=entry.strict_arguments)
+                if entry.tools_sha256
+                else None
+            ),
         )
     return routes
 

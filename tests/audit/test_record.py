@@ -10,14 +10,14 @@ import rfc8785
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mcp_gateway.audit.canonical import canonical_record_bytes, canonical_record_text, chain_hash
 from mcp_gateway.audit.record import (
     GENESIS_HASH,
+    LATE_FIELDS,
     RECORD_FIELDS,
     AuditRecord,
     arguments_digest,
     arguments_json,
-    canonical_record_bytes,
-    chain_hash,
     format_timestamp,
     new_event_id,
     outcome_of,
@@ -34,6 +34,8 @@ def _as_jcs_object(record: AuditRecord, prev_hash: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in RECORD_FIELDS:
         value = getattr(record, name)
+        if value is None and name in LATE_FIELDS:
+            continue  # fields added after schema 2 are members only when set
         out[name] = list(value) if isinstance(value, tuple) else value
     out["prev_hash"] = prev_hash
     return out
@@ -231,7 +233,7 @@ def test_every_shape_of_record_encodes_as_rfc8785_would(data: dict[str, Any], ph
 
 
 def test_the_gateways_records_take_the_precomputed_encoding() -> None:
-    from mcp_gateway.audit.record import _canonical_text_fast
+    from mcp_gateway.audit.canonical import _canonical_text_fast
 
     intent = make_record()
     outcome = outcome_of(intent, outcome="ok", timestamp=BASE_TIME + 0.25, http_status=200, latency_ms=0.731)
@@ -251,3 +253,18 @@ def test_numbers_outside_the_precomputed_encoding_still_encode_as_the_doubles_rf
     record = make_record(timestamp=value, latency_ms=value)
     as_doubles = dataclasses.replace(record, timestamp=float(value), latency_ms=float(value))
     assert canonical_record_bytes(record, GENESIS_HASH) == rfc8785.dumps(_as_jcs_object(as_doubles, GENESIS_HASH))
+
+
+def test_fields_added_after_schema_2_are_members_only_when_set_so_older_records_keep_their_hash() -> None:
+    from mcp_gateway.audit.chain import parse_record
+
+    record = make_record()
+    text = canonical_record_text(record, GENESIS_HASH)
+    for name in LATE_FIELDS:
+        assert f'"{name}"' not in text  # exactly the bytes a record written before the field existed has
+    assert parse_record(text) == (record, GENESIS_HASH)
+    later = dataclasses.replace(record, shadow_decision="deny:cedar:no-echo")
+    later_text = canonical_record_text(later, GENESIS_HASH)
+    assert '"shadow_decision":"deny:cedar:no-echo"' in later_text
+    assert later_text == rfc8785.dumps(_as_jcs_object(later, GENESIS_HASH)).decode()
+    assert parse_record(later_text) == (later, GENESIS_HASH)

@@ -281,7 +281,18 @@ def gateway_baseline(spec_version: str) -> Path:
     return Path(GATEWAY_BASELINE_TEMPLATE.format(version=spec_version))
 
 
-async def run_suite_through_gateway(spec_version: str, directory: Path) -> SuiteRun:
+async def pinned_allowlist() -> str:
+    """GATEWAY_ALLOWLIST with every example tool pinned (`tools_sha256`), as an admin would pin them after review."""
+    from examples.everything_server import build_server
+    from mcp_gateway.identity.tool_pins import tool_sha256
+
+    tools = await build_server().list_tools()
+    pins = {tool.name: tool_sha256(tool.model_dump(by_alias=True, mode="json", exclude_none=True)) for tool in tools}
+    lines = "\n".join(f"{json.dumps(name)} = {json.dumps(digest)}" for name, digest in sorted(pins.items()))
+    return f"{GATEWAY_ALLOWLIST}\n[servers.everything.tools_sha256]\n{lines}\n"
+
+
+async def run_suite_through_gateway(spec_version: str, directory: Path, *, pinned: bool = False) -> SuiteRun:
     """Run the suite through a whole gateway stack started in ``directory`` and judge it by the gateway baseline.
 
     The stack (``tests/_stack.py``) is a fresh example upstream, the dev issuer and the gateway, each on a
@@ -290,7 +301,8 @@ async def run_suite_through_gateway(spec_version: str, directory: Path) -> Suite
     """
     from tests._stack import gateway_stack  # the whole gateway; only this mode needs it
 
-    async with gateway_stack(directory, allowlist=GATEWAY_ALLOWLIST) as stack:
+    allowlist = await pinned_allowlist() if pinned else GATEWAY_ALLOWLIST
+    async with gateway_stack(directory, allowlist=allowlist) as stack:
         token = stack.token(GATEWAY_SCOPES)
         async with bearer_forwarder(stack.mcp_url(), token) as url:
             return await run_suite(url, spec_version, directory / "results", baseline=gateway_baseline(spec_version))

@@ -97,6 +97,18 @@ async def test_the_gateway_passes_the_same_conformance_checks_as_its_upstream(
     assert gateway_run.ok, format_run(gateway_run)
 
 
+async def test_the_gateway_with_every_tool_pinned_passes_the_same_conformance_checks_as_its_upstream(
+    direct_run: SuiteRun, tmp_path: Path
+) -> None:
+    # With tools_sha256 the catalogue judges every call: unknown tools must look as the upstream makes them
+    # look, and arguments are validated against the pinned schemas, yet no check may end differently.
+    with anyio.fail_after(SUITE_TIMEOUT):
+        pinned_run = await run_suite_through_gateway(direct_run.spec_version, tmp_path, pinned=True)
+    if compare_reports(direct_run.report, pinned_run.report):
+        pytest.fail(format_comparison(direct_run.spec_version, direct_run, pinned_run))
+    assert pinned_run.ok, format_run(pinned_run)
+
+
 def test_the_gateway_itself_refuses_a_dns_rebinding_host(gateway_run: SuiteRun) -> None:
     # The forwarder passes the suite's forged Host and Origin through untouched and the gateway never relays
     # Host upstream, so this scenario tests the gateway alone. 421 (not the 403 a forged Origin alone would

@@ -13,7 +13,7 @@ import anyio
 import httpx2
 import pytest
 
-from mcp_gateway.audit.record import canonical_record_bytes, chain_hash
+from mcp_gateway.audit.canonical import canonical_record_bytes, chain_hash
 from mcp_gateway.audit.sqlite.schema import ROW_COLUMNS, parse_record
 from tests._stack import gateway_stack
 from tests.e2e._audit_support import call_tool, run_cli

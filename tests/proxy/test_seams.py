@@ -15,6 +15,7 @@ import pytest
 from mcp_gateway.audit.sink import MemoryAuditSink
 from mcp_gateway.config import RateLimit
 from mcp_gateway.credentials import CredentialRequest, CredentialSource, NoCredential
+from mcp_gateway.credentials.source import CredentialUse, IssuedCredential
 from mcp_gateway.errors import RateLimited
 from mcp_gateway.limits import LimitStore, MemoryLimitStore
 from mcp_gateway.policy.decider import Decider, DecisionInput, ScopeDecider
@@ -44,15 +45,17 @@ class RotatingSource:
         self.requests: list[CredentialRequest] = []
         self.rejections = 0
 
-    async def headers(self, request: CredentialRequest) -> Sequence[tuple[bytes, bytes]]:
+    async def issue(self, request: CredentialRequest) -> IssuedCredential:
         self.requests.append(request)
-        return ((b"authorization", self.token.encode()),)
+        secret = self.token.removeprefix("Bearer ").encode()
+        use = CredentialUse("rotating", token_id=f"generation-{self.generation}")
+        return IssuedCredential(((b"authorization", self.token.encode()),), (secret,), use)
 
     @property
     def token(self) -> str:
         return f"Bearer rotating-secret-token-{self.generation}"
 
-    async def rejected(self, request: CredentialRequest, status: int) -> bool:
+    async def rejected(self, request: CredentialRequest, credential: IssuedCredential, status: int) -> bool:
         self.rejections += 1
         if self.refreshes_left == 0:
             return False
@@ -62,7 +65,7 @@ class RotatingSource:
 
     @property
     def secrets(self) -> tuple[bytes, ...]:
-        return (self.token.removeprefix("Bearer ").encode(),)
+        return ()  # no long-lived secret: each issued credential carries its own
 
     async def aclose(self) -> None:
         return None
@@ -136,12 +139,17 @@ async def test_a_second_401_after_a_refresh_is_a_502_and_never_a_third_request(s
     _replace_route(stack, credentials=source)
     response = await _call(stack)
     assert response.status_code == 502
-    assert json_error(response)["message"] == "Bad Gateway: the upstream refused the gateway's credentials (401)"
+    assert json_error(response)["message"] == (
+        "Bad Gateway: the upstream credential for everything (rotating) failed: "
+        "the upstream answered 401 after one refresh"
+    )
     upstream: ScriptedUpstream = stack.extra["upstream"]
     assert len(upstream.headers) == 2
     assert source.rejections == 1  # one refresh per request, whatever the source would do: never a loop
     (outcome,) = [r for r in stack.extra["audit"].records if r.phase == "outcome"]
     assert (outcome.outcome, outcome.http_status) == ("upstream_error", 502)
+    assert outcome.upstream_credential is not None
+    assert json.loads(outcome.upstream_credential)["token_id"] == "generation-1"  # the one that was refused last
 
 
 async def test_a_source_that_cannot_refresh_gets_no_retry(stack: Stack) -> None:

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from mcp_gateway.audit.canonical import chain_hash
 from mcp_gateway.audit.chain import seal
-from mcp_gateway.audit.record import GENESIS_HASH, chain_hash
+from mcp_gateway.audit.record import GENESIS_HASH
 from mcp_gateway.audit.sqlite.appender import (
     ROWS_PER_STATEMENT,
     chain_position,

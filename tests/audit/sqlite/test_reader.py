@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
+from mcp_gateway.audit.canonical import canonical_record_bytes, chain_hash
 from mcp_gateway.audit.chain import parse_record
 from mcp_gateway.audit.query import CONTRACT_FIELDS, OUTPUT_FIELDS, QueryFilters
-from mcp_gateway.audit.record import RECORD_FIELDS, AuditRecord, canonical_record_bytes, chain_hash, outcome_of
+from mcp_gateway.audit.record import RECORD_FIELDS, AuditRecord, outcome_of
 
 from ..conftest import BASE_TIME, make_record, write_records
 from ._log import export, query, verify

@@ -1,11 +1,14 @@
-"""Loading gateway.toml and server_allowlist.toml once into frozen, validated models."""
+"""Loading gateway.toml and server_allowlist.toml once into frozen, validated models.
+
+The `[servers.NAME.credentials]` table's model is in `config/credentials.py`; pieces every model shares
+(the frozen model config, the scope-token type, URL checks) in `config/common.py`.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import hashlib
-import ipaddress
 import os
 import re
 import secrets
@@ -13,18 +16,21 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from mcp_gateway.config.common import FROZEN as _FROZEN
+from mcp_gateway.config.common import Scope as Scope
+from mcp_gateway.config.common import is_loopback as is_loopback
+from mcp_gateway.config.credentials import ClientAuthMethod as ClientAuthMethod
+from mcp_gateway.config.credentials import Credentials as Credentials
+from mcp_gateway.config.credentials import CredentialType as CredentialType
 from mcp_gateway.errors import ConfigError
 from mcp_gateway.identity.confusables import confusable_pairs
 
-_FROZEN = ConfigDict(frozen=True, extra="forbid")
-
 ServerRequest = Literal["sampling", "elicitation", "roots"]
-Scope = Annotated[str, Field(min_length=1, pattern=r"^[\x21\x23-\x5b\x5d-\x7e]+$")]  # RFC 6749 §3.3 scope-token
 
 
 class AuthConfig(BaseModel):
@@ -86,6 +92,15 @@ class AuditConfig(BaseModel):
     unauthenticated_summary_seconds: float = Field(default=60.0, gt=0)
 
 
+class PolicyConfig(BaseModel):
+    """`[policy]`: argument-level rules in Cedar, enforced and in shadow (paths relative to gateway.toml)."""
+
+    model_config = _FROZEN
+
+    cedar: str | None = None  # enforced after the scope rules; a refusal names the policy's @id
+    shadow_cedar: str | None = None  # evaluated beside, never enforced: disagreements go to the audit
+
+
 class RateLimit(BaseModel):
     """A token bucket: `rate` tokens per second refilled up to `burst`."""
 
@@ -103,16 +118,6 @@ class RateLimits(BaseModel):
     per_agent: RateLimit | None = None
     per_agent_tool: RateLimit | None = None
     per_user: RateLimit | None = None
-
-
-class Credentials(BaseModel):
-    """What the gateway sends upstream in place of the client's token."""
-
-    model_config = _FROZEN
-
-    type: Literal["bearer", "header"] = "bearer"
-    token_env: str
-    header: str = "authorization"  # for type = "header": the header name; value is the secret as is
 
 
 class ServerEntry(BaseModel):
@@ -133,6 +138,7 @@ class ServerEntry(BaseModel):
     resource_scopes: Mapping[str, tuple[Scope, ...]] = Field(default_factory=dict)
     prompt_scopes: Mapping[str, tuple[Scope, ...]] = Field(default_factory=dict)
     tools_sha256: Mapping[str, str] = Field(default_factory=dict)
+    strict_arguments: bool = False  # tools/call: also refuse argument properties the pinned schema does not declare
     credentials: Credentials | None = None
     hide_step_up: bool = False  # hide list entries the token could only reach after a step-up
     rate_limits: RateLimits | None = None  # overrides the gateway-wide [rate_limits] for this server
@@ -238,6 +244,7 @@ class GatewayConfig(BaseModel):
     otel: OtelConfig | None = None
     auth: AuthConfig | None = None
     audit: AuditConfig = Field(default_factory=AuditConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
     rate_limits: RateLimits = Field(default_factory=RateLimits)
     scope_implications: Mapping[Scope, tuple[Scope, ...]] = Field(default_factory=dict)  # "admin" = ["tools:call"]
     servers: Mapping[str, ServerEntry] = Field(default_factory=dict)
@@ -265,15 +272,6 @@ class GatewayConfig(BaseModel):
     def path_for(self, relative: str) -> Path:
         path = Path(relative)
         return path if path.is_absolute() else Path(self.base_dir) / path
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)
