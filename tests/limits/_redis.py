@@ -101,14 +101,30 @@ class RedisDoor:
 
     @asynccontextmanager
     async def serving(self) -> AsyncIterator[RedisDoor]:
-        listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-        self.port = listener.extra(anyio.abc.SocketAttribute.local_port)
-        async with listener, anyio.create_task_group() as tg:
-            tg.start_soon(listener.serve, self._handle)
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            await self.listen()
             try:
                 yield self
             finally:
                 tg.cancel_scope.cancel()
+
+    async def listen(self) -> None:
+        """Accept connections (again, on the same port after `refuse`)."""
+        listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=self.port)
+        self.port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        self._listening = anyio.CancelScope()
+
+        async def serve() -> None:
+            with self._listening:
+                async with listener:
+                    await listener.serve(self._handle)
+
+        self._tg.start_soon(serve)
+
+    def refuse(self) -> None:
+        """Stop listening: new connections are refused, as with a Redis that is not running."""
+        self._listening.cancel()
 
     @property
     def url(self) -> str:
