@@ -129,7 +129,7 @@ class GatewayRateLimits(RateLimits):
 
     redis_url: str | None = None  # "redis://host:6379/0", "rediss://…" or "unix:///path"; absent → in-process
     on_store_down: Literal["deny", "allow"] = "deny"  # Redis unreachable: refuse with 503, or let calls through
-    redis_timeout_seconds: float = Field(default=0.25, gt=0, le=30)  # bound on every Redis round trip
+    redis_timeout_seconds: float = Field(default=0.5, gt=0, le=30)  # bound on every Redis round trip
     redis_key_prefix: str = Field(default="mcp-gateway:", min_length=1)  # so deployments can share one Redis
 
     @field_validator("redis_url")

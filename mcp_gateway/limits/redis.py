@@ -10,10 +10,11 @@ so reading `TIME` inside one is allowed and replicas stay consistent.) Session a
 clock with the creation time sealed into the session id, which comes from the creating replica's wall
 clock: skew between machines shifts a session's end by the skew, as it already does for `expired`.
 
-Redis unreachable, slow or failing: every round trip is bounded by `redis_timeout_seconds`; after a failure
-the store is "down", calls stop waiting on Redis (they fail at once) and a background ping, once a second,
-brings it back up the moment Redis answers. While down, `on_store_down = "deny"` refuses the decision with
-`LimitStoreUnavailable` (503 + Retry-After) and `"allow"` lets it through unlimited; either way it is logged
+Redis unreachable, slow or failing: every round trip is bounded by `redis_timeout_seconds`. A failed call
+gets the outage answer and wakes a background ping; when that ping fails too the store is "down": calls stop
+waiting on Redis (they fail at once) and the ping, once a second, brings it back up when Redis answers.
+While down, `on_store_down = "deny"` refuses the decision with `LimitStoreUnavailable` (503 + Retry-After)
+and `"allow"` lets it through unlimited; either way it is logged
 on the transition, counted in `stats` and shown by `healthy` (so in `/metrics` and `/readyz`). Session
 bookkeeping after the fact (opened, cancelled, closed) never refuses a call: a lost update expires on its own.
 
@@ -27,6 +28,7 @@ places. One decision names several keys, so this targets one Redis (with replica
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from collections import deque
@@ -138,6 +140,7 @@ class RedisLimitStats:
     """Counters for `/metrics`: what the store did while Redis answered and while it did not."""
 
     round_trips: int = 0
+    pings: int = 0  # health pings answered or not
     failures: int = 0  # round trips that timed out or failed
     denied_while_down: int = 0  # decisions refused with 503 (on_store_down = "deny")
     allowed_while_down: int = 0  # decisions let through unlimited (on_store_down = "allow")
@@ -153,10 +156,11 @@ class RedisLimitStore:
         max_sessions_per_principal: int,
         session_max_age_seconds: float,
         on_store_down: Literal["deny", "allow"] = "deny",
-        timeout_seconds: float = 0.25,
+        timeout_seconds: float = 0.5,
         key_prefix: str = "mcp-gateway:",
         time_source: Literal["server", "caller"] = "server",
         ping_seconds: float = _PING_SECONDS,
+        max_connections: int = 64,
     ) -> None:
         """`time_source = "caller"` uses the `now` each call passes instead of Redis's clock: for tests that
         drive time by hand, and only meaningful when one process uses the store."""
@@ -172,18 +176,37 @@ class RedisLimitStore:
         self.stats = RedisLimitStats()
         # No retries inside the client: a failed round trip is answered now (deny or allow), and the
         # background ping decides when Redis is back, so a dead Redis never multiplies a call's latency.
-        self._client: aioredis.Redis = aioredis.Redis.from_url(
+        # At most `max_connections` per process: concurrent decisions queue for a connection (within the
+        # same timeout) instead of opening one each, which under a burst costs more than the queueing.
+        # Reads are bounded by `_bounded` (one timeout for the whole call), not a second socket timeout.
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
-            socket_timeout=timeout_seconds,
+            max_connections=max_connections,
+            timeout=timeout_seconds,
             socket_connect_timeout=timeout_seconds,
+            socket_timeout=None,
             retry=Retry(NoBackoff(), 0),
             health_check_interval=0,
+        )
+        self._client: aioredis.Redis = aioredis.Redis.from_pool(pool)  # closing the client closes the pool
+        # The health ping has a connection of its own, so that it measures Redis, not the queue for the pool.
+        self._pinger: aioredis.Redis = aioredis.Redis.from_pool(
+            aioredis.BlockingConnectionPool.from_url(
+                url,
+                max_connections=1,
+                timeout=timeout_seconds,
+                socket_connect_timeout=timeout_seconds,
+                socket_timeout=None,
+                retry=Retry(NoBackoff(), 0),
+                health_check_interval=0,
+            )
         )
         self._take = self._client.register_script(_TAKE)
         self._reserve = self._client.register_script(_RESERVE)
         self._opened = self._client.register_script(_OPENED)
         self._state: Literal["unknown", "up", "down"] = "unknown"
         self._watch: asyncio.Task[None] | None = None
+        self._check_now = asyncio.Event()  # a call failed: ping now rather than at the next tick
         # This process's initializes in flight per principal, so that opening or cancelling one frees
         # exactly the place it reserved (None: reserved while Redis was down, nothing to free).
         self._reservations: dict[str, deque[str | None]] = {}
@@ -260,6 +283,7 @@ class RedisLimitStore:
             self._watch.cancel()
             self._watch = None
         await self._client.aclose()
+        await self._pinger.aclose()
 
     # -- round trips --------------------------------------------------------------------------------
 
@@ -291,11 +315,14 @@ class RedisLimitStore:
         try:
             async with asyncio.timeout(self.timeout):
                 reply = await call
-        except (RedisError, OSError, TimeoutError) as exc:
+        except (RedisError, OSError, TimeoutError):
+            # This call gets the outage answer. The store is "down" only once a ping fails too, so that one
+            # slow answer (a loaded event loop, a Redis fork for a snapshot) does not refuse every call.
             self.stats.failures += 1
-            self._mark("down", exc)
+            self._check_now.set()
             return False, None
-        self._mark("up")
+        if self._state == "unknown":
+            self._mark("up")
         return True, reply
 
     def _down(self, what: str) -> None:
@@ -332,13 +359,18 @@ class RedisLimitStore:
             self._watch = loop.create_task(self._ping_forever())
 
     async def _ping_forever(self) -> None:
-        # Detects an outage without traffic and ends one: calls made while down do not touch Redis.
+        # Decides "down" (after a failed call, or on its own schedule, so an outage shows without traffic)
+        # and ends it: calls made while down do not touch Redis.
         while True:
+            self.stats.pings += 1
+            self._check_now.clear()  # before the ping: a call failing during it wakes the next one
             try:
                 async with asyncio.timeout(self.timeout):
-                    await self._client.ping()
+                    await self._pinger.ping()
             except (RedisError, OSError, TimeoutError) as exc:
                 self._mark("down", exc)
             else:
                 self._mark("up")
-            await asyncio.sleep(self.ping_seconds)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.ping_seconds):
+                    await self._check_now.wait()

@@ -24,6 +24,14 @@ from ._redis import REDIS_URL, RedisDoor, closed_port, key_prefix, keys_under
 
 pytestmark = pytest.mark.anyio
 
+
+async def _until_down(store: RedisLimitStore) -> None:
+    """A failed call wakes the store's ping; the store is down once that ping fails too."""
+    with anyio.fail_after(5):
+        while store.healthy:
+            await anyio.sleep(0.01)
+
+
 ALICE = "a" * 64
 BUCKET = [("agent:s:alice-bot", RateLimit(rate=0.001, burst=5))]  # no token comes back within a test
 
@@ -143,7 +151,7 @@ async def test_redis_refusing_connections_denies_with_503_by_default(stores: Cal
         assert refused.value.status_code == 503
         assert ("retry-after", "1") in refused.value.headers
         assert "limit store" in refused.value.message and "nothing was forwarded" in refused.value.message
-        assert not store.healthy
+        await _until_down(store)
         with anyio.fail_after(5), pytest.raises(LimitStoreUnavailable):
             await store.reserve_session(ALICE, 0.0)
         # Bookkeeping after the fact never refuses.
@@ -162,7 +170,7 @@ async def test_redis_down_with_on_store_down_allow_lets_calls_through_and_counts
             assert [await store.take(BUCKET, 0.0) for _ in range(8)] == [None] * 8  # burst 5, all allowed
             await store.reserve_session(ALICE, 0.0)
             await store.session_opened(ALICE, "everything", "up-1", 0.0)
-        assert not store.healthy
+        await _until_down(store)
         assert store.stats.allowed_while_down == 9 and store.stats.denied_while_down == 0
 
 
@@ -177,12 +185,33 @@ async def test_a_redis_that_accepts_and_never_answers_costs_one_timeout_then_fai
         with anyio.fail_after(5), pytest.raises(LimitStoreUnavailable):
             await store.take(BUCKET, 0.0)
         assert 0.25 < time.monotonic() - started < 1.5  # bounded by timeout_seconds
+        await _until_down(store)  # the ping it woke timed out too
         started = time.monotonic()
         for _ in range(20):
             with pytest.raises(LimitStoreUnavailable):
                 await store.take(BUCKET, 0.0)
         assert time.monotonic() - started < 0.1  # down: nobody waits on Redis any more
         assert store.stats.failures == 1 and store.stats.denied_while_down == 21
+
+
+async def test_one_failed_call_refuses_that_call_only_while_redis_answers_pings(
+    prefix: str, stores: Callable[..., RedisLimitStore]
+) -> None:
+    store = stores(key_prefix=prefix, ping_seconds=60)
+    client = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        await client.lpush(f"{prefix}rl:agent:s:broken", "not a bucket")  # the script's GET fails: WRONGTYPE
+    finally:
+        await client.aclose()
+    with pytest.raises(LimitStoreUnavailable):
+        await store.take([("agent:s:broken", RateLimit(rate=1.0, burst=1))], 0.0)
+    with anyio.fail_after(5):
+        while store.stats.pings < 2:  # the ping at start, then the one the failed call woke
+            await anyio.sleep(0.01)
+    # It succeeded: the store stays up and the next call goes to Redis.
+    assert store.healthy
+    assert await store.take(BUCKET, 0.0) is None
+    assert store.stats.failures == 1 and store.stats.round_trips == 2
 
 
 @pytest.mark.parametrize("outage", ["blackhole", "refused"])
@@ -198,7 +227,7 @@ async def test_the_store_heals_by_itself_when_redis_returns(
         store = stores(door.url, key_prefix=prefix, timeout_seconds=0.3, ping_seconds=0.05)
         with anyio.fail_after(5), pytest.raises(LimitStoreUnavailable):
             await store.take(BUCKET, 0.0)
-        assert not store.healthy
+        await _until_down(store)
         door.mode = "forward"  # Redis is back, at the same address
         if outage == "refused":
             await door.listen()
@@ -219,7 +248,7 @@ async def test_the_factory_builds_the_redis_store_from_the_config(tmp_path: Path
     store = build_limit_store(load_config(tmp_path / "gateway.toml"))
     try:
         assert isinstance(store, RedisLimitStore)
-        assert (store.on_store_down, store.prefix, store.timeout) == ("allow", "fleet-a:", 0.25)
+        assert (store.on_store_down, store.prefix, store.timeout) == ("allow", "fleet-a:", 0.5)
     finally:
         await store.aclose()
 
