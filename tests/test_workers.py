@@ -21,22 +21,22 @@ from mcp_gateway.cli import main as gateway_cli
 from mcp_gateway.devissuer.config import load_issuer_config
 from mcp_gateway.devissuer.server import create_issuer_app, mint_token
 from tests._servers import serve_asgi
-from tests.e2e._audit_support import REPO, _child_env, free_port, wait_ready, write_gateway_config
+from tests.e2e._audit_support import REPO, _child_env, call_headers, free_port, wait_ready, write_gateway_config
+from tests.e2e._audit_support import call_body as modern_body
+from tests.limits._redis import REDIS_URL, key_prefix
 from tests.proxy._support import HANDSHAKE, call_body, initialize_body, post_headers
 
 pytestmark = pytest.mark.anyio
 
 ISSUER = "https://issuer.workers.test"
-CALLS = 60
-_REQUESTS_200 = re.compile(
-    r'^mcp_gateway_requests_total\{method="POST",server="everything",status="200"\} (\S+)$', re.M
-)
+CALLS = 59  # with initialize and notifications/initialized: an odd number of POSTs
+_POSTS = re.compile(r'^mcp_gateway_requests_total\{method="POST",server="everything",status="\d+"\} (\S+)$', re.M)
 
 
 @asynccontextmanager
-async def workers_gateway(directory: Path, workers: int) -> AsyncIterator[tuple[Process, str, str]]:
-    """Upstream and issuer in this process, `serve --workers N` as a real process; yields it, its base URL and
-    a token."""
+async def workers_gateway(directory: Path, workers: int, *, extra: str = "") -> AsyncIterator[tuple[Process, str, str]]:
+    """Upstream and issuer in this process, `serve --workers N` as a real process (audit off, `extra` appended
+    to gateway.toml); yields the process, its base URL and a token."""
     from examples.everything_server import build_app
 
     (directory / "issuer.toml").write_text(
@@ -53,7 +53,7 @@ async def workers_gateway(directory: Path, workers: int) -> AsyncIterator[tuple[
             issuer=ISSUER,
             jwks_uri=f"{issuer_base}/jwks.json",
             allowlist='[servers.everything.tool_scopes]\necho = ["tools:read"]',
-            audit_extra="enabled = false",
+            audit_extra=f"enabled = false\n{extra}",  # [audit] is the file's last table
         )
         base_url = f"http://127.0.0.1:{port}"
         log = directory / "gateway.log"
@@ -71,9 +71,8 @@ async def workers_gateway(directory: Path, workers: int) -> AsyncIterator[tuple[
                 await wait_ready(base_url, process)
             except BaseException:
                 raise RuntimeError(f"the gateway did not become ready; its log:\n{log.read_text()}") from None
-            token = mint_token(
-                issuer, "agent-a", scopes=["tools:read"], resource=f"{base_url}/everything/mcp", now=time.time()
-            )
+            resource = f"{base_url}/everything/mcp"
+            token = mint_token(issuer, "agent-a", scopes=["tools:read"], resource=resource, now=time.time())
             yield process, base_url, token
         finally:
             with anyio.move_on_after(10, shield=True):
@@ -83,6 +82,24 @@ async def workers_gateway(directory: Path, workers: int) -> AsyncIterator[tuple[
             if process.returncode is None:
                 process.kill()
             await process.aclose()
+
+
+async def _post(url: str, headers: dict[str, str], body: dict[str, object]) -> httpx2.Response:
+    # A new connection for every request, so the kernel hands each one to either worker.
+    async with httpx2.AsyncClient(timeout=10) as http:
+        return await http.post(url, headers=headers, json=body)
+
+
+async def _per_worker_posts(base_url: str, total: int) -> set[float]:
+    """The POSTs each worker counted in its own /metrics, scraped (each scrape reaches either worker) until
+    two counts adding up to `total` have been seen. `total` is odd, so the two counts always differ."""
+    assert total % 2 == 1
+    counts: set[float] = set()
+    while len(counts) < 2 or sum(counts) != total:
+        async with httpx2.AsyncClient(timeout=10) as http:
+            metrics = (await http.get(f"{base_url}/metrics")).text
+        counts.add(sum(float(n) for n in _POSTS.findall(metrics)))
+    return counts
 
 
 def _children(pid: int) -> list[int]:
@@ -95,12 +112,6 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
-
-
-async def _post(url: str, headers: dict[str, str], body: dict[str, object]) -> httpx2.Response:
-    # A new connection for every request, so the kernel hands each one to either worker.
-    async with httpx2.AsyncClient(timeout=10) as http:
-        return await http.post(url, headers=headers, json=body)
 
 
 async def test_a_session_made_through_one_worker_works_on_the_other_and_one_sigterm_stops_them_all(
@@ -121,17 +132,8 @@ async def test_a_session_made_through_one_worker_works_on_the_other_and_one_sigt
                 response = await _post(url, headers, call_body("echo", {"message": f"m{n}"}, request_id=n + 2))
                 assert response.status_code == 200, response.text
                 assert f"m{n}" in response.text
-
-            # Each worker counts what it served in its own /metrics; scrape (each scrape reaches either
-            # worker) until both counts have been seen. Both non-zero means the worker that did not
-            # create the session served calls in it.
-            counts: set[float] = set()
-            while len(counts) < 2:
-                async with httpx2.AsyncClient(timeout=10) as http:
-                    metrics = (await http.get(f"{base_url}/metrics")).text
-                (served,) = _REQUESTS_200.findall(metrics)
-                counts.add(float(served))
-        assert sum(counts) == CALLS + 1  # the initialize and every call, each served by one worker
+            # Both workers served POSTs: the one that did not create the session served calls in it.
+            counts = await _per_worker_posts(base_url, CALLS + 2)
         assert min(counts) >= 1
 
         process.send_signal(signal.SIGTERM)
@@ -139,6 +141,24 @@ async def test_a_session_made_through_one_worker_works_on_the_other_and_one_sigt
             await process.wait()
         assert process.returncode == 0
         assert not any(_alive(pid) for pid in workers)
+
+
+async def test_a_per_agent_burst_holds_across_workers_when_limits_are_in_redis(tmp_path: Path) -> None:
+    burst = 20
+    async with key_prefix() as prefix:
+        extra = (
+            f'\n[rate_limits]\nredis_url = "{REDIS_URL}"\nredis_key_prefix = "{prefix}"\n'
+            f"per_agent = {{ rate = 0.001, burst = {burst} }}\n"
+        )
+        async with workers_gateway(tmp_path, 2, extra=extra) as (_, base_url, token):
+            url = f"{base_url}/everything/mcp"
+            headers = call_headers(token, "tools/call", "echo")
+            body = modern_body("tools/call", {"name": "echo", "arguments": {}})
+            with anyio.fail_after(30):
+                statuses = [(await _post(url, headers, body)).status_code for _ in range(burst + 1)]
+                counts = await _per_worker_posts(base_url, burst + 1)
+    assert statuses == [200] * burst + [429]  # one bucket, though each worker served some of the calls
+    assert min(counts) >= 1
 
 
 async def test_a_worker_that_dies_on_its_own_stops_the_others_and_the_parent_exits_1(tmp_path: Path) -> None:

@@ -279,9 +279,11 @@ class RedisLimitStore:
         return self._state != "down"
 
     async def aclose(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
-            self._watch = None
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
         await self._client.aclose()
         await self._pinger.aclose()
 
