@@ -20,11 +20,11 @@ from anyio.abc import Process
 from mcp_gateway.cli import main as gateway_cli
 from mcp_gateway.devissuer.config import load_issuer_config
 from mcp_gateway.devissuer.server import create_issuer_app, mint_token
-from tests._servers import serve_asgi
-from tests.e2e._audit_support import REPO, _child_env, call_headers, free_port, wait_ready, write_gateway_config
-from tests.e2e._audit_support import call_body as modern_body
+from tests._mcp import HANDSHAKE, initialize_body, modern_headers, post_headers
+from tests._servers import free_port, serve_asgi
+from tests.e2e._audit_support import REPO, _child_env, wait_ready, write_gateway_config
 from tests.limits._redis import REDIS_URL, key_prefix
-from tests.proxy._support import HANDSHAKE, call_body, initialize_body, post_headers
+from tests.proxy._support import call_body, modern_call_body
 
 pytestmark = pytest.mark.anyio
 
@@ -152,8 +152,8 @@ async def test_a_per_agent_burst_holds_across_workers_when_limits_are_in_redis(t
         )
         async with workers_gateway(tmp_path, 2, extra=extra) as (_, base_url, token):
             url = f"{base_url}/everything/mcp"
-            headers = call_headers(token, "tools/call", "echo")
-            body = modern_body("tools/call", {"name": "echo", "arguments": {}})
+            headers = modern_headers(token, "tools/call", "echo")
+            body = modern_call_body("echo", {})
             with anyio.fail_after(30):
                 statuses = [(await _post(url, headers, body)).status_code for _ in range(burst + 1)]
                 counts = await _per_worker_posts(base_url, burst + 1)

@@ -17,8 +17,9 @@ from mcp_gateway.config import RateLimit
 from mcp_gateway.errors import LimitStoreUnavailable, RateLimited
 from mcp_gateway.limits import build_limit_store
 from mcp_gateway.limits.redis import RedisLimitStore
+from tests._mcp import modern_headers
 from tests._stack import gateway_stack
-from tests.proxy._support import json_error, modern_call_body, modern_headers
+from tests.proxy._support import json_error, modern_call_body
 
 from ._redis import REDIS_URL, RedisDoor, closed_port, key_prefix, keys_under
 
