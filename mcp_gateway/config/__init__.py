@@ -220,7 +220,8 @@ class GatewayConfig(BaseModel):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     max_event_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     max_header_bytes: int = Field(default=64 * 1024, gt=0)
-    max_sessions_per_principal: int = Field(default=1000, gt=0)  # open handshake sessions per principal, per process
+    # Open handshake sessions per principal: per process, or fleet-wide with [rate_limits] redis_url.
+    max_sessions_per_principal: int = Field(default=1000, gt=0)
     session_max_age_seconds: int = Field(default=86_400, gt=0)  # a handshake session ends this long after initialize
     # Connection hygiene at the front door (per process): a request head must be complete this long after the
     # connection opened or its previous response ended; a connection waiting for a request that sends no byte

@@ -17,7 +17,7 @@ from mcp_gateway.config import RateLimit
 from mcp_gateway.errors import LimitStoreUnavailable, RateLimited
 from mcp_gateway.limits import build_limit_store
 from mcp_gateway.limits.redis import RedisLimitStore
-from tests._mcp import modern_headers
+from tests._mcp import initialize_body, modern_headers, post_headers
 from tests._stack import gateway_stack
 from tests.proxy._support import json_error, modern_call_body
 
@@ -285,6 +285,20 @@ async def test_with_redis_down_a_tool_call_gets_503_nothing_is_forwarded_and_rea
     assert ready.status_code == 503 and ready.json()["checks"]["limits"] is False
     assert "mcp_gateway_limits_healthy 0.0" in metrics
     assert "mcp_gateway_limits_denied_while_down_total 1.0" in metrics
+
+
+async def test_with_redis_down_an_initialize_gets_503_and_the_upstream_opens_no_session(tmp_path: Path) -> None:
+    sock, port = closed_port()
+    with sock:
+        extra = f'[rate_limits]\nredis_url = "redis://127.0.0.1:{port}/0"\n'
+        async with gateway_stack(tmp_path, gateway_extra=extra) as stack, httpx2.AsyncClient(timeout=10) as http:
+            with anyio.fail_after(10):
+                response = await http.post(stack.mcp_url(), headers=post_headers(stack.token()), json=initialize_body())
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert "session cap" in json_error(response)["message"]
+    assert "mcp-session-id" not in response.headers
+    assert stack.tap.calls("initialize") == []
 
 
 async def test_a_per_agent_burst_holds_across_two_gateways_sharing_redis(tmp_path: Path, prefix: str) -> None:
