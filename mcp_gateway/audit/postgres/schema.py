@@ -68,6 +68,11 @@ READ_HEAD_SQL: Final = f"SELECT head_seq, head_hash FROM {CHAINS} WHERE chain_id
 READ_TAIL_SQL: Final = f"SELECT seq, hash FROM {RECORDS} WHERE chain_id = $1 ORDER BY seq DESC LIMIT 1"
 
 
+_EXISTS_SQL: Final = (
+    "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = current_schema() AND tablename = $1)"
+)
+
+
 def display_url(url: str) -> str:
     """`url` without its password, for messages and logs."""
     parts = urlsplit(url)
@@ -90,7 +95,9 @@ async def connect(url: str, *, timeout: float, statement_timeout: float | None =
 async def schema_version(conn: Any) -> int | None:
     """The schema version in the connection's search path, or None when there is no audit schema yet.
     Raises SchemaError for a version this build does not read or write."""
-    if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", VERSION_TABLE) is False:
+    # A query of the catalog, not to_regclass(): that reads the backend's catalog cache, which waiting on an
+    # advisory lock does not refresh, so a gateway that waited for another's DDL would not see the table.
+    if not await conn.fetchval(_EXISTS_SQL, VERSION_TABLE):
         return None
     versions = [int(row[0]) for row in await conn.fetch(f"SELECT version FROM {VERSION_TABLE}")]
     if len(versions) != 1:

@@ -63,6 +63,8 @@ def reading(url: str, *, timeout: float = 10.0) -> Iterator[Snapshot]:
                 raise FileNotFoundError(f"no audit log at {display_url(url)} (no audit schema in its search path)")
             snapshot.run(lambda c: c.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"))
             yield snapshot
+        except FileNotFoundError:
+            raise
         except _READ_ERRORS as exc:
             # The driver's errors stay inside this package: the CLI knows only AuditReadError.
             raise AuditReadError(f"{display_url(url)}: {exc or type(exc).__name__}") from exc

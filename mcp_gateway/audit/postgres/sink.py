@@ -155,6 +155,11 @@ class PostgresAuditSink:
         return self._head
 
     @property
+    def backend_pid(self) -> int | None:
+        """The server process serving this writer (pg_stat_activity.pid); None while disconnected."""
+        return None if self._conn is None else int(self._conn.get_server_pid())
+
+    @property
     def stats(self) -> AuditSinkStats:
         return AuditSinkStats(
             appended=self._appended,
