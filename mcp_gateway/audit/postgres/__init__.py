@@ -38,7 +38,7 @@ class PostgresStore:
         try:
             return copy_sqlite_log(source, location.target)
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise AuditReadError(f"{display_url(location.target)}: {exc or type(exc).__name__}") from exc
+            raise AuditReadError(f"{display_url(location.target)}: {str(exc) or type(exc).__name__}") from exc
 
 
 STORE: AuditStore = PostgresStore()

@@ -67,7 +67,7 @@ def reading(url: str, *, timeout: float = 10.0) -> Iterator[Snapshot]:
             raise
         except _READ_ERRORS as exc:
             # The driver's errors stay inside this package: the CLI knows only AuditReadError.
-            raise AuditReadError(f"{display_url(url)}: {exc or type(exc).__name__}") from exc
+            raise AuditReadError(f"{display_url(url)}: {str(exc) or type(exc).__name__}") from exc
     finally:
         if conn is not None:
             with contextlib.suppress(Exception):

@@ -286,7 +286,7 @@ class PostgresAuditSink:
             try:
                 await self._connect()
             except _STORE_ERRORS as exc:
-                self._failed(pending, f"cannot reach the audit store: {exc or type(exc).__name__}")
+                self._failed(pending, f"cannot reach the audit store: {str(exc) or type(exc).__name__}")
                 return
         if self._outage is not None:
             since, failed, lost = self._outage
@@ -302,12 +302,17 @@ class PostgresAuditSink:
         head, columns, written, rejected = seal_group(pending, self._head)
         if written:
             try:
-                await append_group(self._conn, self.chain_id, columns, head, self._statement_timeout)
+                # A hard bound of our own: the driver's timeout then waits as long again for the server to
+                # acknowledge cancelling the statement, which a stuck server never does.
+                async with asyncio.timeout(self._statement_timeout):
+                    await append_group(self._conn, self.chain_id, columns, head, self._statement_timeout * 2)
             except _STORE_ERRORS as exc:
                 # Whether the group was committed is unknown (a timeout, a lost connection): reconnecting
-                # re-reads the chain's end, so the next group chains on from whatever is durable.
-                await self._disconnect()
-                self._failed(requested, f"the audit store cannot write: {exc or type(exc).__name__}")
+                # re-reads the chain's end, so the next group chains on from whatever is durable. Aborted, not
+                # closed: a polite goodbye to a stuck server would wait for an answer that never comes.
+                self._conn.terminate()
+                self._conn = None
+                self._failed(requested, f"the audit store cannot write: {str(exc) or type(exc).__name__}")
                 return
         for waiter, error in rejected:
             self._rejected += 1

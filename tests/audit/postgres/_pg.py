@@ -55,10 +55,25 @@ class StallingProxy:
 
     def __init__(self, host: str, port: int) -> None:
         self.target = (host, port)
-        self.stalled = False
+        self._resumed = asyncio.Event()
+        self._resumed.set()
         self.port = 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: list[asyncio.StreamWriter] = []
+
+    @property
+    def stalled(self) -> bool:
+        return not self._resumed.is_set()
+
+    @stalled.setter
+    def stalled(self, value: bool) -> None:
+        # Connections accepted while stalled (the driver's own cancel requests among them) are closed when
+        # the stall ends, so nothing the client opened is left waiting on them.
+        if value:
+            self._resumed.clear()
+        else:
+            self._resumed.set()
 
     async def __aenter__(self) -> StallingProxy:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -67,22 +82,27 @@ class StallingProxy:
 
     async def __aexit__(self, *exc: object) -> None:
         assert self._server is not None
+        self.stalled = False
         self._server.close()
         for task in list(self._tasks):
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        for writer in self._writers:
+            writer.close()
         await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
+        self._writers.append(writer)
         try:
             if self.stalled:
-                await reader.read()  # hold the connection open, answer nothing
+                await self._resumed.wait()  # hold the connection open, answer nothing
                 return
             up_reader, up_writer = await asyncio.open_connection(*self.target)
+            self._writers.append(up_writer)
             await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer))
         except (OSError, asyncio.CancelledError):
             pass
