@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import sqlite3
 import time
@@ -21,6 +20,7 @@ from mcp_gateway.audit.postgres.schema import (
     display_url,
     ensure_schema,
 )
+from mcp_gateway.audit.postgres.session import run_blocking
 from mcp_gateway.audit.record import GENESIS_HASH
 from mcp_gateway.audit.sqlite.reader import SQLiteAuditReader, open_read_only
 from mcp_gateway.audit.sqlite.schema import SELECT_ROWS_SQL
@@ -54,18 +54,23 @@ def copy_sqlite_log(path: Path, url: str) -> CopyResult:
         raise CopyRefused(
             f"{path} does not verify (seq {verdict.broken_seq}: {verdict.reason}); a copy would carry the break"
         )
-    conn = open_read_only(path)
+    if verdict.head_seq == 0:
+        raise CopyRefused(f"{path} holds no records: nothing to copy")
+    return run_blocking(lambda: _copy(path, url, (verdict.head_seq, verdict.head_hash)))
+
+
+async def _copy(path: Path, url: str, end: tuple[int, str]) -> CopyResult:
+    source = open_read_only(path)  # in the thread that reads it: sqlite3 connections stay in theirs
     try:
-        first = conn.execute("SELECT hash FROM audit_records WHERE seq = 1").fetchone()
-        if first is None:
-            raise CopyRefused(f"{path} holds no records: nothing to copy")
-        chain_id = chain_id_for(str(first[0]))
-        return asyncio.run(_copy(conn, path, url, chain_id, (verdict.head_seq, verdict.head_hash)))
+        first = source.execute("SELECT hash FROM audit_records WHERE seq = 1").fetchone()
+        return await _copy_rows(source, path, url, chain_id_for(str(first[0])), end)
     finally:
-        conn.close()
+        source.close()
 
 
-async def _copy(source: sqlite3.Connection, path: Path, url: str, chain_id: str, end: tuple[int, str]) -> CopyResult:
+async def _copy_rows(
+    source: sqlite3.Connection, path: Path, url: str, chain_id: str, end: tuple[int, str]
+) -> CopyResult:
     target = await connect(url, timeout=_TIMEOUT, statement_timeout=_TIMEOUT * 10)
     try:
         await ensure_schema(target)

@@ -47,6 +47,28 @@ class Snapshot:
                 return
 
 
+def run_blocking(make: Callable[[], Awaitable[_T]]) -> _T:
+    """`make()` awaited to completion on an event loop of its own, in a thread of its own."""
+    outcome: list[_T] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        async def call() -> _T:
+            return await make()
+
+        try:
+            outcome.append(asyncio.run(call()))
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="audit-blocking", daemon=True)
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+    return outcome[0]
+
+
 @contextlib.contextmanager
 def reading(url: str, *, timeout: float = 10.0) -> Iterator[Snapshot]:
     """A snapshot of the log at `url`. A database without the audit schema raises FileNotFoundError (the
