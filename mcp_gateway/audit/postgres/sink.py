@@ -157,7 +157,7 @@ class PostgresAuditSink:
     @property
     def backend_pid(self) -> int | None:
         """The server process serving this writer (pg_stat_activity.pid); None while disconnected."""
-        return None if self._conn is None else int(self._conn.get_server_pid())
+        return None if self._conn is None or self._conn.is_closed() else int(self._conn.get_server_pid())
 
     @property
     def stats(self) -> AuditSinkStats:
@@ -279,6 +279,11 @@ class PostgresAuditSink:
                 waiter.set_result(None)
 
     async def _write_records(self, pending: list[tuple[AuditRecord, Waiter | None]]) -> None:
+        if self._conn is not None and self._conn.is_closed():
+            # Dropped while idle (a server restart, pg_terminate_backend): nothing was in flight, so this
+            # group can go over a new connection as if nothing happened.
+            logger.warning("audit store connection was closed by the server; reconnecting")
+            self._conn = None
         if self._conn is None:
             if time.monotonic() - self._last_connect_failure < self._retry:
                 self._failed(pending, "the audit store is unreachable; retrying")

@@ -8,6 +8,7 @@ import time
 from urllib.parse import urlsplit
 
 import anyio
+import asyncpg
 import pytest
 
 from mcp_gateway.audit.events import RECOVERED_EVENT
@@ -15,7 +16,7 @@ from mcp_gateway.audit.postgres import PostgresAuditReader, PostgresAuditSink
 from mcp_gateway.errors import AuditUnavailable
 
 from ..conftest import make_record
-from ._pg import StallingProxy, execute, opened
+from ._pg import StallingProxy, execute, fetch, opened
 
 pytestmark = pytest.mark.anyio
 
@@ -88,23 +89,51 @@ async def test_a_stalled_database_fails_appends_within_the_timeout_without_block
     assert PostgresAuditReader(pg_url).verify().ok
 
 
-async def test_a_terminated_backend_fails_the_next_append_then_the_sink_heals(pg_url: str) -> None:
-    async with opened(pg_url) as sink:
+async def test_a_backend_terminated_mid_write_fails_that_append_then_the_sink_heals(pg_url: str) -> None:
+    async with opened(pg_url, statement_timeout_seconds=10.0) as sink:
         await sink.append(make_record(timestamp=2000.0))
         pid = sink.backend_pid
         assert pid is not None
-        assert await execute(pg_url, "SELECT pg_terminate_backend($1, 5000)", pid) == "SELECT 1"
-        with anyio.fail_after(10), pytest.raises(AuditUnavailable, match="cannot write"):
-            await sink.append(make_record(timestamp=2001.0))
-        assert not sink.healthy
+        blocker = await asyncpg.connect(pg_url)
+        try:
+            async with blocker.transaction():
+                await blocker.execute("LOCK TABLE audit_records IN ACCESS EXCLUSIVE MODE")
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(_append_expecting_failure_to, sink, "cannot write")
+                    with anyio.fail_after(10):  # the write is in flight, waiting for the lock
+                        while not await fetch(pg_url, WAITING_SQL, pid):
+                            await anyio.sleep(0.02)
+                    assert await execute(pg_url, "SELECT pg_terminate_backend($1, 5000)", pid) == "SELECT 1"
+        finally:
+            await blocker.close()
+        assert not sink.healthy and sink.stats.failed_batches == 1
         with anyio.fail_after(10):
             await sink.append(make_record(timestamp=2002.0))  # a new connection, the chain read back
         assert sink.healthy and sink.backend_pid not in (None, pid)
-        assert sink.stats.failed_batches == 1
-    result = PostgresAuditReader(pg_url).verify()
-    assert result.ok
-    kinds = [r["event_type"] or r["timestamp"] for r in PostgresAuditReader(pg_url).query()]
-    assert RECOVERED_EVENT in kinds and len(kinds) == 3  # the first record, the recovery event, the third
+    assert PostgresAuditReader(pg_url).verify().ok
+    kinds = [r["event_type"] for r in PostgresAuditReader(pg_url).query()]
+    assert kinds == [None, None, RECOVERED_EVENT]  # the two records (1970 timestamps), then the recovery (now)
+
+
+async def test_a_backend_terminated_while_idle_is_replaced_before_the_next_write(pg_url: str) -> None:
+    async with opened(pg_url) as sink:
+        await sink.append(make_record(timestamp=2100.0))
+        pid = sink.backend_pid
+        assert await execute(pg_url, "SELECT pg_terminate_backend($1, 5000)", pid) == "SELECT 1"
+        with anyio.fail_after(10):
+            while sink.backend_pid is not None:  # the driver sees the server close the connection
+                await anyio.sleep(0.02)
+            await sink.append(make_record(timestamp=2101.0))
+        assert sink.healthy and sink.stats.failed_batches == 0 and sink.backend_pid not in (None, pid)
+    assert PostgresAuditReader(pg_url).verify().ok
+
+
+WAITING_SQL = "SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND wait_event_type = 'Lock'"
+
+
+async def _append_expecting_failure_to(sink: PostgresAuditSink, message: str) -> None:
+    with pytest.raises(AuditUnavailable, match=message):
+        await sink.append(make_record(timestamp=2001.0))
 
 
 async def test_a_full_queue_refuses_at_once(pg_url: str) -> None:
