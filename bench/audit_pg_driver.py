@@ -78,8 +78,11 @@ def bench_psycopg(url: str, schema: str, group: int, groups: int) -> None:
             t0 = time.perf_counter()
             with conn.transaction():
                 conn.execute(sql, params, prepare=True)
-                conn.execute("UPDATE chains SET head_seq = %s, head_hash = %s WHERE chain_id = %s",
-                             (seq + group - 1, batch[-1][-1], chain), prepare=True)
+                conn.execute(
+                    "UPDATE chains SET head_seq = %s, head_hash = %s WHERE chain_id = %s",
+                    (seq + group - 1, batch[-1][-1], chain),
+                    prepare=True,
+                )
             latencies.append(time.perf_counter() - t0)
             seq += group
         report("psycopg3 sync", group, latencies, time.process_time() - cpu0, groups * group)
@@ -97,8 +100,11 @@ async def bench_psycopg_async(url: str, schema: str, group: int, groups: int) ->
             t0 = time.perf_counter()
             async with conn.transaction():
                 await conn.execute(sql, params, prepare=True)
-                await conn.execute("UPDATE chains SET head_seq = %s, head_hash = %s WHERE chain_id = %s",
-                                   (seq + group - 1, batch[-1][-1], chain), prepare=True)
+                await conn.execute(
+                    "UPDATE chains SET head_seq = %s, head_hash = %s WHERE chain_id = %s",
+                    (seq + group - 1, batch[-1][-1], chain),
+                    prepare=True,
+                )
             latencies.append(time.perf_counter() - t0)
             seq += group
         report("psycopg3 async", group, latencies, time.process_time() - cpu0, groups * group)
@@ -178,8 +184,12 @@ async def bench_asyncpg(url: str, schema: str, group: int, groups: int) -> None:
             t0 = time.perf_counter()
             async with conn.transaction():
                 await conn.execute(sql, *params)
-                await conn.execute("UPDATE chains SET head_seq = $1, head_hash = $2 WHERE chain_id = $3",
-                                   seq + group - 1, batch[-1][-1], chain)
+                await conn.execute(
+                    "UPDATE chains SET head_seq = $1, head_hash = $2 WHERE chain_id = $3",
+                    seq + group - 1,
+                    batch[-1][-1],
+                    chain,
+                )
             latencies.append(time.perf_counter() - t0)
             seq += group
         report("asyncpg", group, latencies, time.process_time() - cpu0, groups * group)
