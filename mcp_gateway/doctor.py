@@ -233,7 +233,13 @@ async def postgres_reachable(url: str) -> str:
 async def redis_reachable(url: str) -> str:
     """`PING` in RESP; `+PONG` (or an authentication error, which proves a Redis is there but refuses us)."""
     host, port = _host_port(url, 6379)
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), _TIMEOUT)
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        host, port = parts.path, 0
+        opening = asyncio.open_unix_connection(parts.path)
+    else:
+        opening = asyncio.open_connection(host, port, ssl=True if parts.scheme == "rediss" else None)
+    reader, writer = await asyncio.wait_for(opening, _TIMEOUT)
     try:
         writer.write(b"*1\r\n$4\r\nPING\r\n")
         answer = await asyncio.wait_for(reader.readline(), _TIMEOUT)

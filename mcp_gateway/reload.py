@@ -171,7 +171,8 @@ def _reload_command(args: argparse.Namespace) -> int:
     deadline = time.monotonic() + args.wait
     while time.monotonic() < deadline:
         status = _read_status(status_file)
-        if status is not None and status != before and status.get("pid") == pid:
+        # A new verdict (under `serve --workers`, the first worker's: each applies the same files).
+        if status is not None and status != before:
             print(f"reload: {status.get('message')}")
             return 0 if status.get("ok") else 1
         time.sleep(0.05)

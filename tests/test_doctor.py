@@ -106,3 +106,26 @@ async def test_postgresql_and_redis_probes_tell_a_live_server_from_a_missing_one
                 await probe(refused_url())
         with pytest.raises(RuntimeError, match="does not answer PING like Redis"):
             await redis_reachable("redis://127.0.0.1:5432")
+
+
+async def test_a_postgresql_audit_store_and_a_redis_are_checked_when_configured(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import secrets
+
+    from tests.audit.postgres._pg import SERVER_URL, execute, schema_url
+    from tests.limits._redis import REDIS_URL
+
+    schema = f"doctor_{secrets.token_hex(4)}"
+    await execute(SERVER_URL, f"CREATE SCHEMA {schema}")
+    try:
+        path = stack.directory / "gateway.toml"
+        text = path.read_text().replace('database = "audit.db"', f'url = "{schema_url(SERVER_URL, schema)}"')
+        path.write_text(text + f'\n[rate_limits]\nredis_url = "{REDIS_URL}"\n')
+        code, lines = await _doctor(stack, capsys)
+    finally:
+        await execute(SERVER_URL, f"DROP SCHEMA {schema} CASCADE")
+    assert code == 0, lines
+    assert _line(lines, "audit store").startswith("ok    audit store              postgresql store opens")
+    assert _line(lines, "postgresql").startswith("ok")
+    assert _line(lines, "redis").startswith("ok") and "answers PING" in _line(lines, "redis")

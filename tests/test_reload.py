@@ -176,3 +176,28 @@ def _free_port() -> int:
     from tests._servers import free_port
 
     return free_port()
+
+
+async def test_reload_reaches_every_worker_of_serve_workers_through_the_parent(tmp_path: Path) -> None:
+    from tests.test_workers import workers_gateway
+
+    async with workers_gateway(tmp_path, 2) as (process, base_url, token):
+        assert (tmp_path / "mcp-gateway.pid").read_text().strip() == str(process.pid)
+        allowlist = tmp_path / "server_allowlist.toml"
+        allowlist.write_text(allowlist.read_text().replace('echo = ["tools:read"]', 'echo = ["admin"]'))
+        reloaded = await run_cli_process("reload", "--config", str(tmp_path / "gateway.toml"))
+        assert reloaded.returncode == 0, reloaded.stdout.decode() + reloaded.stderr.decode()
+        # The command returns on the first worker's verdict; the other applies its own SIGHUP a moment later.
+        # Each call opens a new connection, which either worker may accept: a run of refusals long enough
+        # that both must have answered comes only once both apply the new rule (a worker that never did
+        # would break every run, and the deadline fails the test).
+        streak = 0
+        with anyio.fail_after(30):
+            async with httpx2.AsyncClient() as http:
+                while streak < 20:
+                    response = await http.post(
+                        f"{base_url}/everything/mcp",
+                        headers={**modern_headers(token, "tools/call", "echo"), "connection": "close"},
+                        json=modern_call_body("echo", {"message": "hi"}),
+                    )
+                    streak = streak + 1 if response.status_code == 403 else 0

@@ -32,11 +32,13 @@ def build_server(
     port: int,
     log_level: str | None = None,
     configure_logging: bool = True,
+    owns_pid_file: bool = True,
 ) -> uvicorn.Server:
     """A server for `app` whose connections obey gateway.toml's limits and show up in `/metrics`.
 
     `configure_logging` applies `[logging]` to the whole process (uvicorn's lines included); `log_level`
-    overrides its level. Tests that serve inside pytest leave the process's logging alone.
+    overrides its level. Tests that serve inside pytest leave the process's logging alone. A worker of
+    `serve --workers` does not own the pid file: its parent does, and forwards SIGHUP.
     """
     settings = config.logging if log_level is None else config.logging.model_copy(update={"level": log_level.lower()})
     limits = ConnectionLimits(
@@ -69,7 +71,7 @@ def build_server(
             timeout_graceful_shutdown=config.shutdown_grace_seconds,
         ),
         drain=drain,
-        pid_file=pid_file,
+        pid_file=pid_file if owns_pid_file else None,
         on_reload=reloader.reload,
     )
 
