@@ -73,10 +73,9 @@ class Gateway:
         self.secrets = env  # what credential sources resolve `*_env` against, again on a reload
         self.hierarchy = ScopeHierarchy(config.scope_implications)
         self.signing_keys = PublishedKeys(clock)  # the gateway's own keys, when it signs upstream assertions
-        context = CredentialContext(
+        context = self.credential_context = CredentialContext(  # shared by the routes a reload builds
             self._credential_client, clock, config.base_dir, config.public_url, self.signing_keys
         )
-        self.credential_context = context  # shared by the routes a reload builds
         self.routes: dict[str, Route] = build_routes(
             config, self.hierarchy, secrets=env, pools=pools, credential_context=context
         )

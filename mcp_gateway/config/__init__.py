@@ -27,6 +27,8 @@ from mcp_gateway.config.common import is_loopback as is_loopback
 from mcp_gateway.config.credentials import ClientAuthMethod as ClientAuthMethod
 from mcp_gateway.config.credentials import Credentials as Credentials
 from mcp_gateway.config.credentials import CredentialType as CredentialType
+from mcp_gateway.config.observe import LoggingConfig as LoggingConfig
+from mcp_gateway.config.observe import OtelConfig as OtelConfig
 from mcp_gateway.errors import ConfigError
 from mcp_gateway.identity.confusables import confusable_pairs
 
@@ -206,32 +208,6 @@ class ServerEntry(BaseModel):
                 raw = b""
             if len(raw) != 32:
                 raise ValueError(f"pin {pin!r} is not the base64 of a 32-byte SHA-256 digest")
-        return value
-
-
-class LoggingConfig(BaseModel):
-    """`[logging]`: how the process logs (its own lines and uvicorn's)."""
-
-    model_config = _FROZEN
-
-    format: Literal["text", "json"] = "text"  # json: one object per line, with the request's event and trace ids
-    level: Literal["debug", "info", "warning", "error", "critical"] = "info"
-
-
-class OtelConfig(BaseModel):
-    """`[otel]`: OpenTelemetry traces over OTLP/HTTP (needs the `mcp-gateway[otel]` extra). Absent: no tracing."""
-
-    model_config = _FROZEN
-
-    endpoint: str  # the OTLP/HTTP traces URL, e.g. http://collector:4318/v1/traces
-    service_name: str = "mcp-gateway"
-
-    @field_validator("endpoint")
-    @classmethod
-    def _http_endpoint(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
         return value
 
 
