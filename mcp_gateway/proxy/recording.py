@@ -12,6 +12,7 @@ from mcp_gateway.audit.sink import AuditSink, NullAuditSink
 from mcp_gateway.audit.summary import RefusalSummarizer
 from mcp_gateway.config import GatewayConfig
 from mcp_gateway.observe import context as log_ids
+from mcp_gateway.observe import tracing
 from mcp_gateway.proxy.context import CallContext, Outcome
 from mcp_gateway.proxy.route import Route
 from mcp_gateway.transport.asgi import Scope
@@ -67,7 +68,8 @@ class CallRecorder:
     async def intent(self, ctx: CallContext) -> None:
         # Durable before forwarding: AuditUnavailable propagates and the call is refused with 503.
         if self.enabled:
-            await self.sink.append(self.build(ctx, "intent"))
+            with tracing.step("audit intent", ctx):  # the durable write is what this step's span times
+                await self.sink.append(self.build(ctx, "intent"))
         ctx.intent_written = True
 
     def outcome(self, ctx: CallContext, outcome: Outcome) -> None:
@@ -90,7 +92,7 @@ class CallRecorder:
                     http_status=outcome.http_status,
                     latency_ms=round((time.perf_counter() - ctx.started) * 1000, 3),
                     detail=json.dumps({"error": outcome.error}) if outcome.error else None,
-                    upstream_credential=ctx.upstream_credential.to_json() if ctx.upstream_credential else None,
+                    upstream_credential=outcome.credential.to_json() if outcome.credential else None,
                 )
             )
 
