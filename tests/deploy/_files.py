@@ -3,7 +3,6 @@ and the gateway configurations they carry, validated by the gateway's own `load_
 
 from __future__ import annotations
 
-import re
 import shlex
 import tomllib
 from pathlib import Path
@@ -19,11 +18,6 @@ DOCKERFILE = ROOT / "Dockerfile"
 COMPOSE = DEPLOY / "compose.yaml"
 COMPOSE_CONFIG = DEPLOY / "compose" / "config"
 KUBERNETES = DEPLOY / "kubernetes"
-
-# Keys of the contract in /work/shared/DESIGN.md that other branches are adding to the models. A key listed
-# here is dropped before validation only while the model does not have it yet; once it does, it is
-# validated like every other key. Any other unknown key fails the test.
-PENDING_KEYS = {("rate_limits", "redis_url")}
 
 
 def dockerfile_instructions() -> list[tuple[str, str]]:
@@ -81,31 +75,12 @@ def compose() -> dict[str, Any]:
     return document
 
 
-def _model_has(path: tuple[str, ...]) -> bool:
-    model: Any = GatewayConfig
-    for name in path:
-        field = getattr(model, "model_fields", {}).get(name)
-        if field is None:
-            return False
-        model = field.annotation
-    return True
-
-
-def loadable_copy(files: dict[str, str], target: Path) -> Path:
-    """Write `files` (name → text) into `target`, dropping PENDING_KEYS the models do not know yet; returns
-    the gateway.toml path there."""
+def load_deployed_config(files: dict[str, str], target: Path) -> GatewayConfig:
+    """Write `files` (name → text) into `target` and load them with the gateway's own validation."""
     target.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
-        if name == "gateway.toml":
-            for section, key in PENDING_KEYS:
-                if not _model_has((section, key)):
-                    text = re.sub(rf"(?m)^\s*{re.escape(key)}\s*=.*$", "", text)
         (target / name).write_text(text)
-    return target / "gateway.toml"
-
-
-def load_deployed_config(files: dict[str, str], target: Path) -> GatewayConfig:
-    return load_config(loadable_copy(files, target))
+    return load_config(target / "gateway.toml")
 
 
 def toml(text: str) -> dict[str, Any]:

@@ -78,7 +78,7 @@ def test_deployed_configs_pass_the_gateway_s_own_validation(where: str, tmp_path
     assert config.host == "0.0.0.0", "in a container the gateway must listen beyond loopback"
     assert config.session_key_env, "replicas must share a session key"
     assert config.audit.url is not None and config.audit.url.startswith("postgresql://")
-    assert re.search(r'(?m)^redis_url = "redis://', files["gateway.toml"]), "replicas must share limits in Redis"
+    assert (config.rate_limits.redis_url or "").startswith("redis://"), "replicas must share limits in Redis"
     assert config.servers, "the allowlist names at least one upstream"
 
 
@@ -112,7 +112,6 @@ def test_the_load_balancer_sends_to_every_replica_on_the_configured_port(tmp_pat
 
 def test_compose_replicas_share_the_session_key_the_audit_log_and_redis(tmp_path: Path) -> None:
     config = load_deployed_config(_compose_files(), tmp_path)
-    raw = toml(_compose_files()["gateway.toml"])
     services = compose()["services"]
     for gateway in _gateway_services().values():
         assert config.session_key_env in gateway["environment"]
@@ -129,7 +128,7 @@ def test_compose_replicas_share_the_session_key_the_audit_log_and_redis(tmp_path
     # The gateways' PGPASSWORD and the server's POSTGRES_PASSWORD come from the same variable.
     pg_password = services["postgres"]["environment"]["POSTGRES_PASSWORD"]
     assert _gateway_services()["gateway-1"]["environment"]["PGPASSWORD"] == pg_password
-    redis = urlsplit(raw["rate_limits"]["redis_url"])
+    redis = urlsplit(config.rate_limits.redis_url or "")
     assert (redis.scheme, redis.hostname, redis.port) == ("redis", "redis", 6379)
 
 
