@@ -108,6 +108,9 @@ def test_the_load_balancer_sends_to_every_replica_on_the_configured_port(tmp_pat
     assert (public.hostname, public.port) == (published[0], int(published[1]))
     assert "proxy_set_header Host $http_host;" in nginx
     assert "proxy_buffering off;" in nginx, "SSE streams must not be buffered by the load balancer"
+    # nginx must stop reusing an idle upstream connection before the gateway closes it.
+    keepalive = re.search(r"keepalive_timeout\s+(\d+)s;", nginx)
+    assert keepalive is not None and int(keepalive[1]) < config.idle_connection_seconds
 
 
 def test_compose_replicas_share_the_session_key_the_audit_log_and_redis(tmp_path: Path) -> None:
