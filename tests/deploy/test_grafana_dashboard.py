@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -15,9 +14,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests._stack import gateway_stack
-from tests.deploy._files import DEPLOY
+from tests.deploy._files import DEPLOY, ROOT
 
 DASHBOARD = DEPLOY / "grafana" / "mcp-gateway.json"
+OPERATIONS = ROOT / "docs" / "operations.md"
 
 _SUFFIXES = {
     "counter": ("_total", "_created"),
@@ -81,14 +81,20 @@ def test_metric_names_come_out_of_promql_without_functions_labels_or_variables()
     assert metric_names(expr) == {"a_bucket", "b_total", "c"}
 
 
-@pytest.mark.anyio
-async def test_the_dashboard_uses_only_metric_names_a_running_gateway_exports(tmp_path: Path) -> None:
-    dashboard = json.loads(DASHBOARD.read_text())
-    async with gateway_stack(tmp_path, front_door=True) as stack, httpx2.AsyncClient(base_url=stack.base_url) as http:
+@pytest.fixture(scope="module")
+async def scrape(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """/metrics of a real gateway (served as `mcp-gateway serve` serves it) after one refused request."""
+    directory = tmp_path_factory.mktemp("stack")
+    async with gateway_stack(directory, front_door=True) as stack, httpx2.AsyncClient(base_url=stack.base_url) as http:
         with anyio.fail_after(20):
             refused = await http.post("/everything/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
-            scrape = (await http.get("/metrics")).text
-    assert refused.status_code in (400, 401)
+            assert refused.status_code in (400, 401)
+            return (await http.get("/metrics")).text
+
+
+@pytest.mark.anyio
+async def test_the_dashboard_uses_only_metric_names_a_running_gateway_exports(scrape: str) -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
     exported = _exported(scrape)
     used: set[str] = set()
     for where, expr in _expressions(dashboard):
@@ -106,6 +112,13 @@ async def test_the_dashboard_uses_only_metric_names_a_running_gateway_exports(tm
         "mcp_gateway_audit_records_lost_total",
         "mcp_gateway_connections_open",
     } <= used
+
+
+@pytest.mark.anyio
+async def test_every_metric_the_operations_guide_names_is_exported(scrape: str) -> None:
+    named = set(re.findall(r"\bmcp_gateway_[a-z_]*[a-z]\b", OPERATIONS.read_text()))
+    assert "mcp_gateway_requests_total" in named
+    assert named <= _exported(scrape), f"named in docs/operations.md, not exported: {sorted(named - _exported(scrape))}"
 
 
 def test_every_panel_has_a_unique_id_a_datasource_variable_and_a_place_on_the_grid() -> None:
