@@ -19,7 +19,8 @@ from mcp_gateway.proxy.era import Era
 from mcp_gateway.proxy.recording import CallRecorder
 from mcp_gateway.proxy.relay import StreamState, UpstreamMessageJudge
 from mcp_gateway.proxy.route import Route
-from mcp_gateway.proxy.sessions import EventIds, SessionClaims
+from mcp_gateway.proxy.server_request_ids import ServerRequestIdSealer
+from mcp_gateway.proxy.sessions import EventIds, SessionClaims, SessionSealer
 from mcp_gateway.proxy.streaming import DisconnectWatch, RelayOptions, relay_response
 from mcp_gateway.transport.asgi import Headers, Receive, Send, respond
 from mcp_gateway.upstream.http11 import UpstreamResponse
@@ -77,9 +78,12 @@ class UpstreamExchange:
         config: GatewayConfig,
         recorder: CallRecorder,
         clock: Callable[[], float],
-        continuations: ContinuationSealer,
+        keys: SessionSealer,
     ) -> None:
-        self.continuations = continuations  # seals each requestState relayed to the principal and route
+        # Seals each requestState relayed to its principal and route, and tags each server request id
+        # relayed to its session: both with subkeys of the session key, so every replica opens them.
+        self.continuations = ContinuationSealer(keys.continuation_key)
+        self.server_request_ids = ServerRequestIdSealer(keys.server_request_key)
         self.max_event_bytes = config.max_event_bytes
         self.max_body_bytes = config.max_body_bytes
         self.recorder = recorder
@@ -97,6 +101,7 @@ class UpstreamExchange:
             governs_server_requests=not era.modern,
             catalogue=route.catalogue,
             continuations=self.continuations.bound(route.name, principal),
+            server_request_ids=None if claims is None or era.modern else self.server_request_ids.bound(claims),
         )
         options = RelayOptions(
             max_event_bytes=self.max_event_bytes,

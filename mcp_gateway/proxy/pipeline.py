@@ -30,10 +30,9 @@ from mcp_gateway.errors import (
 from mcp_gateway.limits import LimitStore
 from mcp_gateway.policy.decider import DecisionInput
 from mcp_gateway.policy.ratelimit import rate_limit_keys
-from mcp_gateway.proxy import continuations, jsonrpc, shapes, tool_gate
+from mcp_gateway.proxy import continuations, jsonrpc, server_request_ids, shapes, tool_gate
 from mcp_gateway.proxy import era as eras
 from mcp_gateway.proxy.context import ABORTED, CallContext, Outcome
-from mcp_gateway.proxy.continuations import ContinuationSealer
 from mcp_gateway.proxy.exchange import Leg, UpstreamExchange, credential_request, upstream_headers
 from mcp_gateway.proxy.recording import CallRecorder, token_reference
 from mcp_gateway.proxy.relay import StreamState, UpstreamMessageJudge
@@ -74,7 +73,7 @@ class McpEndpoint:
         self.clock = clock
         self.monotonic = monotonic  # token buckets need a clock that never steps back
         self.guard = OriginGuard(config)
-        self.exchange = UpstreamExchange(config, recorder, clock, ContinuationSealer(sessions.sealer.continuation_key))
+        self.exchange = UpstreamExchange(config, recorder, clock, sessions.sealer)
         self._max_token = config.auth.max_token_bytes if config.auth else 8192
         # A verifier with a verified-token cache answers a repeated token without a coroutine.
         self._cached: Callable[..., Principal | None] | None = getattr(verifier, "cached", None)
@@ -119,6 +118,8 @@ class McpEndpoint:
                 return refused
         # MCP 2026-07-28: a requestState opens only for the principal and route it was relayed to.
         body = continuations.inbound_body(ctx, body, self.exchange.continuations.bound(route.name, principal))
+        if claims is not None and msg.kind == "response":  # it answers only a request relayed in this session
+            body = server_request_ids.inbound_response(ctx, body, self.exchange.server_request_ids.bound(claims))
         audited = msg.method in AUDITED_METHODS
         if audited:
             # Fail closed: the intent record is durable before anything is forwarded (AuditUnavailable → 503).
@@ -187,6 +188,8 @@ class McpEndpoint:
                 async def seal(upstream_id: str) -> str:
                     sealed = await creation.seal(upstream_id)
                     options.event_ids = creation.event_ids  # this stream's ids belong to the new session
+                    assert creation.claims is not None
+                    judge.server_request_ids = self.exchange.server_request_ids.bound(creation.claims)
                     return sealed
 
                 options.seal = seal
