@@ -16,7 +16,7 @@ class LoggingConfig(BaseModel):
     model_config = FROZEN
 
     format: Literal["text", "json"] = "text"  # json: one object per line, with the request's event and trace ids
-    level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    level: Literal["debug", "info", "warning", "error", "critical"] = "info"  # `serve --log-level` overrides it
 
 
 class OtelConfig(BaseModel):
@@ -25,7 +25,7 @@ class OtelConfig(BaseModel):
     model_config = FROZEN
 
     endpoint: str  # the OTLP/HTTP traces URL, e.g. http://collector:4318/v1/traces
-    service_name: str = "mcp-gateway"
+    service_name: str = "mcp-gateway"  # the service.name resource attribute of every span
 
     @field_validator("endpoint")
     @classmethod
