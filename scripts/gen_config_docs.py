@@ -37,7 +37,7 @@ REGENERATE = "scripts/gen-config-docs"
 
 # Filled in by the loader, or the table key itself: not written by anyone in a file.
 INTERNAL = frozenset({("GatewayConfig", "servers"), ("GatewayConfig", "base_dir"), ("GatewayConfig", "policy_version"),
-                      ("ServerEntry", "name")})  # fmt: skip
+                      ("GatewayConfig", "config_file"), ("ServerEntry", "name")})  # fmt: skip
 
 # Descriptions of fields whose model carries no comment, by "ModelName.field". A comment on the field in
 # its model takes precedence, so moving a description into the model needs no change here.
