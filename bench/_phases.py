@@ -126,10 +126,12 @@ def install() -> None:
     from mcp_gateway.upstream import _connection
 
     endpoint = pipeline.McpEndpoint
-    pipeline.jsonrpc = _namespace(jsonrpc, "parse", ("parse_json", "classify", "require_target"))  # type: ignore[assignment]
-    pipeline.eras = _namespace(era, "parse", ("post_era", "check_request"))  # type: ignore[assignment]
-    pipeline.check_post_media_types = timed_sync(pipeline.check_post_media_types, "parse", count=False)  # type: ignore[assignment]
-    pipeline.read_body = timed_async(pipeline.read_body, "parse")  # type: ignore[assignment]
+    # Module globals are replaced with setattr: they are the pipeline's imports, not its exports.
+    setattr(pipeline, "jsonrpc", _namespace(jsonrpc, "parse", ("parse_json", "classify", "require_target")))  # noqa: B010
+    setattr(pipeline, "eras", _namespace(era, "parse", ("post_era", "check_request")))  # noqa: B010
+    media = timed_sync(getattr(pipeline, "check_post_media_types"), "parse", count=False)  # noqa: B009
+    setattr(pipeline, "check_post_media_types", media)  # noqa: B010
+    setattr(pipeline, "read_body", timed_async(getattr(pipeline, "read_body"), "parse"))  # noqa: B009, B010
     endpoint.__call__ = timed_async(endpoint.__call__, "endpoint")  # type: ignore[method-assign]
     endpoint._authenticate = timed_async(endpoint._authenticate, "authenticate")  # type: ignore[method-assign]
     endpoint._session = timed_async(endpoint._session, "session")  # type: ignore[method-assign]
@@ -142,8 +144,8 @@ def install() -> None:
     upstream._request = timed_async(upstream._request, "exchange")  # type: ignore[method-assign]
     conn = _connection.Connection
     conn.data_received = timed_sync(conn.data_received, "upstream callbacks", count=False)  # type: ignore[method-assign]
-    exchange.relay_response = timed_async(exchange.relay_response, "relay")  # type: ignore[assignment]
-    handoff._settle = timed_sync(handoff._settle, "audit wake-up", count=False)  # type: ignore[attr-defined]
+    setattr(exchange, "relay_response", timed_async(getattr(exchange, "relay_response"), "relay"))  # noqa: B009, B010
+    setattr(handoff, "_settle", timed_sync(getattr(handoff, "_settle"), "audit wake-up", count=False))  # noqa: B009, B010
 
 
 def _other_threads_ns() -> int:

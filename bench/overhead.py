@@ -1,6 +1,6 @@
 """What the gateway costs: the example upstream's `echo` tool called directly and through the gateway, same run.
 
-    python bench/overhead.py            # full run, about 2.5 minutes
+    python bench/overhead.py            # full run, about 4 minutes (6 with --root and --phases)
     python bench/overhead.py --quick    # about 30 seconds
 
 Starts four processes on loopback: the example upstream (examples/everything_server.py), the development
