@@ -25,6 +25,7 @@ Phases (CPU of the event loop's thread unless said otherwise):
 | audit wake-up | the writer thread's hand-back on the event loop (`handoff._settle`) |
 | pipeline, other | the rest of `McpEndpoint.__call__`'s own steps (guard, forward plan, headers, DisconnectWatch) |
 | audit writer thread | every thread but the event loop's: sealing, hashing, SQLite, fsync (its own CPU clock) |
+| audit commit | of the writer thread, `commit_group`: sealing, inserting and committing a group (fsync included) |
 | server and loop | the process's CPU minus all of the above: uvicorn's HTTP and ASGI layers, uvloop, other tasks |
 
 `GET /__phases` (answered before the gateway sees it) returns the running totals as JSON.
@@ -122,6 +123,7 @@ def _namespace(module: types.ModuleType, phase: str, names: tuple[str, ...]) -> 
 def install() -> None:
     """Wrap the pipeline's steps (see the module docstring). Call before the app is built."""
     from mcp_gateway.audit import handoff
+    from mcp_gateway.audit.sqlite import sink
     from mcp_gateway.proxy import era, exchange, jsonrpc, pipeline, recording
     from mcp_gateway.upstream import _connection
 
@@ -146,6 +148,8 @@ def install() -> None:
     conn.data_received = timed_sync(conn.data_received, "upstream callbacks", count=False)  # type: ignore[method-assign]
     setattr(exchange, "relay_response", timed_async(getattr(exchange, "relay_response"), "relay"))  # noqa: B009, B010
     setattr(handoff, "_settle", timed_sync(getattr(handoff, "_settle"), "audit wake-up", count=False))  # noqa: B009, B010
+    # In the writer thread, on its own CPU clock: sealing, inserting and committing (with its fsync) a group.
+    setattr(sink, "commit_group", timed_sync(getattr(sink, "commit_group"), "audit commit", count=False))  # noqa: B009, B010
 
 
 def _other_threads_ns() -> int:

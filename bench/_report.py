@@ -269,6 +269,7 @@ def phase_table(cells: Cells, eras: list[str], concurrency: list[int]) -> str:
         values["pipeline, other"] = us(d.get("ph:endpoint", 0) - inside)
         values["server and loop (uvicorn, uvloop, other tasks)"] = us(outside)
         values["audit writer thread"] = us(d.get("ph.threads", 0))
+        values["  of it, commit_group (seal, insert, commit, fsync)"] = us(d.get("ph:audit commit", 0))
         values["total (instrumented process CPU)"] = us(d.get("ph.process", 0))
         for name, value in values.items():
             label = dict(PHASES).get(name, name)
