@@ -63,6 +63,7 @@ class CallContext:
     arguments_sha256: str | None = None  # computed once: intent and outcome records carry the same digest
     bearer_token: bytes | None = field(default=None, repr=False)  # the verified client token, as presented
     upstream_credential: CredentialUse | None = None  # what the upstream leg carried (audited, never a secret)
+    approval: str | None = None  # JSON {id, approver, decision, reason}: a person's word on a held call
 
     @property
     def server(self) -> str:

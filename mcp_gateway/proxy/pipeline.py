@@ -11,6 +11,7 @@ import hashlib
 import time
 from collections.abc import Callable
 
+from mcp_gateway.approvals.gate import ApprovalGate
 from mcp_gateway.auth.bearer import bearer_credential, checked_token
 from mcp_gateway.auth.principal import Principal
 from mcp_gateway.auth.verifier import TokenVerifier
@@ -75,6 +76,7 @@ class McpEndpoint:
         self.monotonic = monotonic  # token buckets need a clock that never steps back
         self.guard = OriginGuard(config)
         self.exchange = UpstreamExchange(config, recorder, clock, ContinuationSealer(sessions.sealer.continuation_key))
+        self.approvals = ApprovalGate(recorder, clock)  # issue 16: calls held for a person's approval
         self._max_token = config.auth.max_token_bytes if config.auth else 8192
         # A verifier with a verified-token cache answers a repeated token without a coroutine.
         self._cached: Callable[..., Principal | None] | None = getattr(verifier, "cached", None)
@@ -117,6 +119,10 @@ class McpEndpoint:
             refused = await self._authorize(route, ctx, principal, era, claims, send)
             if refused is not None:
                 return refused
+            held = await self.approvals.hold(ctx, receive, send)  # forwarded only once a person approves
+            if isinstance(held, Outcome):
+                return held
+            send = held
         # MCP 2026-07-28: a requestState opens only for the principal and route it was relayed to.
         body = continuations.inbound_body(ctx, body, self.exchange.continuations.bound(route.name, principal))
         audited = msg.method in AUDITED_METHODS
