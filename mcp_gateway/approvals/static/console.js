@@ -1,5 +1,5 @@
 // The mcp-gateway console: pending approvals and the audit log. Every value shown comes from requests that
-// agents and upstreams influence, so it is written with textContent only (never innerHTML), and control and
+// agents and upstreams influence, so it is written with textContent only (never parsed as HTML), and control and
 // format characters (ANSI escapes, bidi overrides) are shown as visible \uXXXX escapes.
 "use strict";
 
