@@ -18,6 +18,7 @@ _FILES: Final = {
     CONSOLE_PATH: ("console.html", b"text/html; charset=utf-8"),
     CONSOLE_PATH + "/console.js": ("console.js", b"text/javascript; charset=utf-8"),
     CONSOLE_PATH + "/console.css": ("console.css", b"text/css; charset=utf-8"),
+    CONSOLE_PATH + "/icon.svg": ("icon.svg", b"image/svg+xml"),
 }
 _CACHE: dict[str, bytes] = {}
 
