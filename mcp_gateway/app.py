@@ -106,6 +106,7 @@ class Gateway:
         )
         self.registry.register(_AuditCollector(audit))
         self.registry.register(CredentialFailureCollector(self.endpoint.exchange.credential_failures))
+        self.registry.register(_LimitsCollector(self.limits))
         # Labelled children looked up once, not per request (`labels()` validates and locks each time).
         self._latency = {name: self.latency.labels(name) for name in self.routes}
         self._counters: dict[tuple[str, str, int], Any] = {}
@@ -211,7 +212,12 @@ class Gateway:
             await respond_json(send, 404, {"error": "Not Found"})
 
     async def readiness(self) -> tuple[bool, dict[str, bool]]:
-        checks = {"config": True, "token_keys": self.verifier.ready, "audit": self.audit.healthy}
+        checks = {
+            "config": True,
+            "token_keys": self.verifier.ready,
+            "audit": self.audit.healthy,
+            "limits": self.limits.healthy,
+        }
         reachable = await asyncio.gather(*(_reachable(route.entry.url) for route in self.routes.values()))
         for name, ok in zip(self.routes, reachable, strict=True):
             checks[f"upstream:{name}"] = ok
@@ -307,6 +313,31 @@ class _AuditCollector(Collector):
         depth = GaugeMetricFamily("mcp_gateway_audit_queue_depth", "Audit records waiting to be written")
         depth.add_metric([], float(stats.queue_depth))
         metrics.append(depth)
+        return metrics
+
+
+class _LimitsCollector(Collector):
+    """The limit store's health and, for a shared store, what it did while its backend was down."""
+
+    def __init__(self, store: LimitStore) -> None:
+        self.store = store
+
+    def collect(self) -> list[Metric]:
+        healthy = GaugeMetricFamily("mcp_gateway_limits_healthy", "1 if the limit store answers")
+        healthy.add_metric([], 1.0 if self.store.healthy else 0.0)
+        metrics: list[Metric] = [healthy]
+        stats = getattr(self.store, "stats", None)  # a shared store's counters (limits/redis.py)
+        if stats is None:
+            return metrics
+        for name, text in (
+            ("round_trips", "Round trips to the shared limit store"),
+            ("failures", "Round trips to the shared limit store that failed or timed out"),
+            ("denied_while_down", "Calls refused with 503 because the limit store was down (on_store_down=deny)"),
+            ("allowed_while_down", "Calls let through unlimited while the limit store was down (on_store_down=allow)"),
+        ):
+            counter = CounterMetricFamily(f"mcp_gateway_limits_{name}", text)
+            counter.add_metric([], float(getattr(stats, name)))
+            metrics.append(counter)
         return metrics
 
 

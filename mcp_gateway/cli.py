@@ -18,9 +18,14 @@ def _serve(args: argparse.Namespace) -> int:
     from mcp_gateway.transport.server import build_server
 
     config = load_config(args.config)
-    app = create_app(config, tune_gc=True)
     host = args.host or config.host
     port = args.port if args.port is not None else config.port
+    if args.workers != 1:
+        from mcp_gateway.workers import check_workers, serve_workers
+
+        check_workers(config, args.workers, config_file=args.config)
+        return serve_workers(config, args.workers, host=host, port=port, log_level=args.log_level)
+    app = create_app(config, tune_gc=True)
     server = build_server(app, config, host=host, port=port, log_level=args.log_level)
     server.run()
     return 0 if server.started else 1
@@ -43,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None, help="override the bind host")
     serve.add_argument("--port", type=port_number, default=None, help="override the bind port")
     serve.add_argument("--log-level", default="info")
+    serve.add_argument("--workers", type=int, default=1, help="processes serving the port (default 1)")
     serve.set_defaults(func=_serve)
 
     check = sub.add_parser("check-config", help="load gateway.toml and the allowlist, report errors")

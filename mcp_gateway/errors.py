@@ -16,6 +16,7 @@ GatewayError
 │   │   └── InsufficientScope   403 insufficient_scope with the operation's scopes
 │   ├── AuthUnavailable         503 + Retry-After: tokens cannot be checked now (JWKS, introspection down)
 │   ├── RateLimited             429 + Retry-After
+│   ├── LimitStoreUnavailable   503 + Retry-After: the shared limit store (Redis) cannot be asked now
 │   └── AuditUnavailable        503: the intent record could not be made durable (fail closed)
 └── UpstreamError               the upstream leg failed: 502, JSON-RPC -32603 at the edge
     ├── UpstreamConnectError    refused, reset, DNS, TLS handshake failure
@@ -203,6 +204,20 @@ class RateLimited(HTTPError):
         seconds = max(1, int(-(-retry_after // 1)))
         super().__init__(message, headers=[("retry-after", str(seconds))], data={"retryAfter": seconds})
         self.retry_after = retry_after
+
+
+class LimitStoreUnavailable(HTTPError):
+    """The shared limit store cannot answer and `[rate_limits] on_store_down = "deny"`: 503 + Retry-After.
+
+    Not a 429: the client has not spent its limit, and nothing tells how much it has left. The call is
+    refused all the same (fail closed), before anything is forwarded.
+    """
+
+    status_code = 503
+    jsonrpc_code = -32603
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message, headers=[("retry-after", str(retry_after))])
 
 
 class AuditUnavailable(HTTPError):

@@ -177,9 +177,11 @@ async def gateway_stack(
     clients: Mapping[str, Sequence[str]] | None = None,
     upstream_tls: tuple[str, str] | None = None,
     front_door: bool = False,
+    audit_config: str = 'database = "audit.db"\n',
     **app_options: Any,
 ) -> AsyncIterator[Stack]:
-    """Start issuer, upstream and gateway; `allowlist` is the body of `[servers.everything]`.
+    """Start issuer, upstream and gateway; `allowlist` is the body of `[servers.everything]`, `audit_config`
+    the body of `[audit]`.
 
     `upstream_tls` = (certfile, keyfile) serves the upstream over https (pins go in `server_extra`).
     `front_door` serves the gateway with the server `mcp-gateway serve` builds (connection limits, metrics);
@@ -213,7 +215,7 @@ async def gateway_stack(
             f'public_url = "http://127.0.0.1:{gateway_port}"\nport = {gateway_port}\n'
             f'allowlist = "server_allowlist.toml"\n{gateway_extra}\n'
             f'[auth]\nissuer = "{issuer_url}"\njwks_uri = "{issuer_url}/jwks.json"\nalgorithms = ["ES256"]\n\n'
-            f'[audit]\ndatabase = "audit.db"\n{audit_extra}'
+            f"[audit]\n{audit_config}{audit_extra}"
         )
         config = load_config(directory / "gateway.toml")
         app = create_app(config, audit=audit, secrets=secrets if secrets is not None else {}, **app_options)

@@ -102,6 +102,28 @@ def test_a_valid_config_loads_into_frozen_models_with_a_policy_version(tmp_path:
         (GATEWAY, SERVER.replace("47DEQpj8HBSa", "47DEQ"), "allow.toml", "servers.github.tls_spki_sha256", "32-byte"),
         (GATEWAY + "\n[auth.x]\n", SERVER, "gateway.toml", "auth.x", "unknown key"),
         ("[auth\n", SERVER, "gateway.toml", "(syntax)", "not valid TOML"),
+        (
+            GATEWAY + '[rate_limits]\nredis_url = "http://r:6379"\n',
+            SERVER,
+            "gateway.toml",
+            "rate_limits.redis_url",
+            "redis://",
+        ),
+        (
+            GATEWAY + '[rate_limits]\non_store_down = "open"\n',
+            SERVER,
+            "gateway.toml",
+            "rate_limits.on_store_down",
+            "deny",
+        ),
+        # Where limits are kept is the gateway's choice, not a server's.
+        (
+            GATEWAY,
+            SERVER + '[servers.github.rate_limits]\nredis_url = "redis://r"\n',
+            "allow.toml",
+            "servers.github.rate_limits.redis_url",
+            "unknown key",
+        ),
     ],
 )
 def test_every_mistake_names_the_file_the_key_and_the_fix(

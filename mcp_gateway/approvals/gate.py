@@ -10,7 +10,7 @@ import contextlib
 import dataclasses
 import json
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 from mcp_gateway.approvals.ledger import ApprovalLedger, ApprovalRefused, Decided, PendingApproval
 from mcp_gateway.approvals.rules import (
@@ -21,10 +21,9 @@ from mcp_gateway.approvals.rules import (
     rule_for,
     waiting_message,
 )
-from mcp_gateway.audit.record import arguments_digest, arguments_json, new_event_id
+from mcp_gateway.audit.record import AuditRecord, arguments_digest, arguments_json
 from mcp_gateway.config import ApprovalRule
 from mcp_gateway.errors import HTTPError
-from mcp_gateway.policy.decision import Decision
 from mcp_gateway.proxy import jsonrpc
 from mcp_gateway.proxy.context import ABORTED, CallContext, Outcome
 from mcp_gateway.proxy.recording import CallRecorder
@@ -48,54 +47,55 @@ class ApprovalGate:
         self.ledger = ApprovalLedger(clock)
         self.heartbeat_seconds = heartbeat_seconds  # how often a waiting client with a progressToken hears of it
 
-    async def hold(self, ctx: CallContext, receive: Receive, send: Send) -> Send | Outcome:
-        """`send` (perhaps wrapped) when the call may be forwarded now, else the outcome it was answered with."""
+    async def hold(self, ctx: CallContext, receive: Receive, send: Send) -> tuple[Send, str | None] | Outcome:
+        """The `send` to answer with (wrapped once a wait opened an SSE stream) and the `approval` field the
+        call's records carry when it may be forwarded now; else the outcome it was answered (and recorded) with.
+
+        Writes nothing into `ctx` (the pipeline does, with what this returns); the recorder keeps its own
+        bookkeeping there (the call's event id), so that every record of the call shares it.
+        """
         msg, principal = ctx.message, ctx.principal
         assert msg is not None
         rule = rule_for(ctx.route.entry, msg.method, msg.name)
         if rule is None or principal is None or msg.name is None:
-            return send
-        digest = arguments_digest(msg.arguments)
-        if msg.arguments is not None:
-            ctx.arguments_sha256 = digest  # the records' digest is the one the approval is bound to
-        ctx.event_id = ctx.event_id or new_event_id(ctx.timestamp)
-        shown = arguments_json(msg.arguments, self.recorder.redact_keys)[:_MAX_SHOWN_ARGUMENTS]
+            return send, None
+        requested = self._build(ctx, "approval_requested")  # draws the call's event id first
         try:
             pending = self.ledger.open(
-                binding_of(principal, ctx.server, msg.name, digest),
+                binding_of(principal, ctx.server, msg.name, arguments_digest(msg.arguments)),
                 principal,
                 rule,
-                event_id=ctx.event_id,
+                event_id=ctx.event_id or "",
                 request_context=msg.request_context,
-                arguments=shown,
+                arguments=arguments_json(msg.arguments, self.recorder.redact_keys)[:_MAX_SHOWN_ARGUMENTS],
             )
         except ApprovalRefused as exc:
             raise HTTPError(exc.message, status_code=exc.status, jsonrpc_code=jsonrpc.INTERNAL_ERROR) from None
-        ctx.approval = approval_json(pending.id, None, "pending", None)
-        try:
-            # Fail closed: a call is held (and may later be forwarded) only once its request is on record.
-            await self._record(ctx, "approval_requested", durable=True, detail=_requested_detail(pending))
-        except BaseException:
-            self.ledger.withdraw(pending)
-            raise
+        if requested is not None:
+            detail = _requested_detail(pending)
+            record = dataclasses.replace(
+                requested, approval=approval_json(pending.id, None, "pending", None), detail=detail
+            )
+            try:
+                # Fail closed: a call is held (and may later be forwarded) only once its request is on record.
+                await self.recorder.sink.append(record)
+            except BaseException:
+                self.ledger.withdraw(pending)
+                raise
         token = _progress_token(msg.body)
         stream = _WaitingStream(send, token) if token is not None else None
         try:
             decided = await self._wait(pending, receive, stream)
         except asyncio.CancelledError:
             # Cancelled (the server stopping without a shutdown of ours): never forwarded, and said so.
-            decided = self.ledger.withdraw(pending)
-            ctx.approval = approval_json(pending.id, None, decided.resolution, decided.reason)
-            await self._record(ctx, "approval_decided", at=decided.at, outcome=ABORTED)  # does not suspend
-            ctx.closed = True
+            self._decided(ctx, pending, self.ledger.withdraw(pending), ABORTED)
             raise
         if decided.binding != pending.binding:  # defence in depth: a decision is only ever about its own call
             decided = dataclasses.replace(decided, resolution="deny", reason="binding mismatch")
-        ctx.approval = approval_json(pending.id, decided.approver, decided.resolution, decided.reason)
         if decided.resolution == "approve":
-            await self._record(ctx, "approval_decided", at=decided.at)
-            return stream.continuation() if stream is not None and stream.started else send
-        return await self._refuse(ctx, rule, decided, stream, send)
+            approval = self._decided(ctx, pending, decided, None)
+            return (stream.continuation() if stream is not None and stream.started else send), approval
+        return await self._refuse(ctx, rule, pending, decided, stream, send)
 
     async def _wait(self, pending: PendingApproval, receive: Receive, stream: _WaitingStream | None) -> Decided:
         """Until a decision, expiry, or the client going away (withdrawn); progress every heartbeat."""
@@ -127,14 +127,18 @@ class ApprovalGate:
                 await gone  # the exchange reads `receive` next: no reader of ours may be left behind
 
     async def _refuse(
-        self, ctx: CallContext, rule: ApprovalRule, decided: Decided, stream: _WaitingStream | None, send: Send
+        self,
+        ctx: CallContext,
+        rule: ApprovalRule,
+        pending: PendingApproval,
+        decided: Decided,
+        stream: _WaitingStream | None,
+        send: Send,
     ) -> Outcome:
         msg = ctx.message
         assert msg is not None and msg.name is not None
         text = refusal_text(msg.name, decided.resolution, decided.reason, rule.timeout_seconds)
-        scopes = ctx.decision.scopes_required if ctx.decision is not None else ()
-        ctx.decision = Decision("deny", scopes, f"approvals.{msg.name}", reason=text)
-        data = {"approval": json.loads(ctx.approval or "null")}
+        data = {"approval": _approval_value(pending, decided)}
         if decided.resolution == "withdrawn":
             outcome = ABORTED  # nobody left to answer
         else:
@@ -149,35 +153,24 @@ class ApprovalGate:
                 await stream.end(body)
             else:
                 await respond(send, 200, body)
-        await self._record(ctx, "approval_decided", at=decided.at, outcome=outcome)
-        ctx.closed = True  # this record closes the call: it was never forwarded
+        # This record closes the call: it was never forwarded, so it has no intent and no outcome.
+        self._decided(ctx, pending, decided, outcome)
         return outcome
 
-    async def _record(
-        self,
-        ctx: CallContext,
-        event_type: str,
-        *,
-        durable: bool = False,
-        at: float | None = None,
-        outcome: Outcome | None = None,
-        detail: str | None = None,
-    ) -> None:
+    def _build(self, ctx: CallContext, event_type: str, outcome: Outcome | None = None) -> AuditRecord | None:
         recorder = self.recorder
-        if not recorder.enabled:
-            return
-        record = recorder.build(ctx, "event", event_type=event_type, outcome=outcome)
-        changes: dict[str, object] = {}
-        if at is not None:
-            changes["timestamp"] = at  # when the person (or the clock) decided
-        if detail is not None:
-            changes["detail"] = detail
-        if changes:
-            record = dataclasses.replace(record, **changes)  # type: ignore[arg-type]
-        if durable:
-            await recorder.sink.append(record)
-        else:
-            recorder.sink.append_nowait(record)
+        return recorder.build(ctx, "event", event_type=event_type, outcome=outcome) if recorder.enabled else None
+
+    def _decided(self, ctx: CallContext, pending: PendingApproval, decided: Decided, refused: Outcome | None) -> str:
+        """Record how the wait ended (at the time it did); returns the `approval` field the call's records carry."""
+        approval = approval_json(pending.id, decided.approver, decided.resolution, decided.reason)
+        record = self._build(ctx, "approval_decided", refused)
+        if record is not None:
+            changes: dict[str, Any] = {"approval": approval, "timestamp": decided.at}
+            if refused is not None:
+                changes.update(decision="deny", policy_rule=f"approvals.{pending.binding.tool}")
+            self.recorder.sink.append_nowait(dataclasses.replace(record, **changes))
+        return approval
 
 
 class _WaitingStream:
@@ -249,6 +242,10 @@ def _progress_token(body: dict[str, object]) -> str | int | None:
 
 def _message(pending: PendingApproval, seconds_left: float) -> str:
     return waiting_message(pending.id, pending.rule.approver_scope, seconds_left)
+
+
+def _approval_value(pending: PendingApproval, decided: Decided) -> dict[str, Any]:
+    return {"id": pending.id, "approver": decided.approver, "decision": decided.resolution, "reason": decided.reason}
 
 
 def _requested_detail(pending: PendingApproval) -> str:

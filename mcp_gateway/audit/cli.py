@@ -1,4 +1,4 @@
-"""The auditor's commands: `mcp-gateway audit query | verify | export`."""
+"""The auditor's commands: `mcp-gateway audit query | verify | export | copy`."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final, TextIO
 
-from mcp_gateway.audit.query import OUTPUT_FIELDS, QueryFilters, parse_time
+from mcp_gateway.audit.query import OUTPUT_FIELDS, QueryFilters, VerifyResult, parse_time
 from mcp_gateway.audit.safe_text import csv_record, json_line, visible
 from mcp_gateway.audit.store import AuditLocation, AuditReadError, SchemaError
-from mcp_gateway.audit.stores import audit_location, open_audit_reader
+from mcp_gateway.audit.stores import audit_location, open_audit_reader, store_for
 
 EXIT_OK: Final = 0
 EXIT_BROKEN: Final = 1
@@ -79,6 +79,17 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     cursor.add_argument("--after-seq", metavar="SEQ", type=int, help="resume after this seq (printed on stderr)")
     e.add_argument("--output", metavar="FILE", help="append to FILE instead of writing to stdout")
     e.set_defaults(func=run_export)
+
+    c = commands.add_parser(
+        "copy",
+        help="copy an embedded SQLite log into a shared store, as a chain of its own",
+        description="Copy every record of a SQLite audit log, with its seq and hashes, into a shared store "
+        "(postgresql://...) as one chain, so `audit verify` of the copy checks the original links. The source "
+        "must verify. Running it again copies only what the source gained since.",
+    )
+    c.add_argument("--from", dest="source", required=True, metavar="sqlite:PATH", help="the SQLite log to copy")
+    c.add_argument("--to", dest="target", required=True, metavar="URL", help="the shared store, e.g. postgresql://...")
+    c.set_defaults(func=run_copy)
 
 
 def _add_location(parser: argparse.ArgumentParser) -> None:
@@ -252,12 +263,56 @@ def _write_table(rows: Iterable[dict[str, Any]], out: TextIO, terminal_width: in
 def run_verify(args: argparse.Namespace) -> int:
     """`audit verify`: exit 0 if the chain is intact, 1 if broken (naming the first broken link)."""
     result = open_audit_reader(_location(args)).verify()
+    if result.chains is not None:
+        return _print_chains(result)
     if result.ok:
         print(f"audit log intact: {result.records} records; head seq {result.head_seq} hash {result.head_hash}")
         return EXIT_OK
     print(f"audit log BROKEN at seq {result.broken_seq}: {result.reason}")
     print(f"last intact record: seq {result.head_seq} hash {result.head_hash} ({result.records} records checked)")
     return EXIT_BROKEN
+
+
+def _print_chains(result: VerifyResult) -> int:
+    """A log of several chains: one line for the whole, then one per chain."""
+    chains = result.chains or ()
+    if result.ok:
+        print(f"audit log intact: {result.records} records in {len(chains)} chains; heads digest {result.head_hash}")
+    else:
+        broken = sum(1 for verdict in chains if not verdict.result.ok)
+        print(f"audit log BROKEN: {broken} of {len(chains)} chains broken ({result.records} records checked)")
+    for verdict in chains:
+        chain = verdict.result
+        if chain.ok:
+            head = f"head seq {chain.head_seq} hash {chain.head_hash}"
+            print(f"chain {verdict.chain_id}: intact, {chain.records} records; {head}")
+        else:
+            print(
+                f"chain {verdict.chain_id}: BROKEN at seq {chain.broken_seq}: {chain.reason}; last intact record: "
+                f"seq {chain.head_seq} hash {chain.head_hash} ({chain.records} records checked)"
+            )
+    return EXIT_OK if result.ok else EXIT_BROKEN
+
+
+@_guarded
+def run_copy(args: argparse.Namespace) -> int:
+    """`audit copy --from sqlite:PATH --to URL`: the embedded log into a shared store, verifiably."""
+    scheme, _, source = str(args.source).partition(":")
+    if scheme != "sqlite" or not source:
+        raise _Refused(f"--from must be sqlite:PATH, not {args.source!r}")
+    path = Path(source)
+    if not path.is_file():
+        raise FileNotFoundError(f"no audit database at {path}")
+    target = audit_location(url=args.target, database="", base_dir=".")
+    copy_in = getattr(store_for(target), "copy_in", None)
+    if copy_in is None:
+        raise _Refused(f"the {target.scheme} store cannot take a copy of a SQLite log")
+    result = copy_in(path, target)
+    if result.copied:
+        print(f"copied {result.copied} records into chain {result.chain_id}; it holds {result.total} records")
+    else:
+        print(f"nothing to copy: chain {result.chain_id} already holds all {result.total} records")
+    return EXIT_OK
 
 
 @_guarded

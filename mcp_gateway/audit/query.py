@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable
@@ -74,6 +75,17 @@ class VerifyResult:
     head_hash: str  # its hash: anchor it elsewhere to catch a wholesale rewrite
     broken_seq: int | None = None
     reason: str | None = None
+    # A log of several chains (one per writer) gives each chain's own result here, in chain id order; the
+    # fields above then sum them up (see `verify_chains`). None for a log of one chain.
+    chains: tuple[ChainVerdict, ...] | None = None
+
+
+@dataclass(frozen=True)
+class ChainVerdict:
+    """One writer's chain in a shared log, and what walking it found."""
+
+    chain_id: str
+    result: VerifyResult
 
 
 @dataclass(frozen=True)
@@ -157,19 +169,42 @@ def verify_chain(rows: Iterable[tuple[Any, ...]], read_head: Callable[[], tuple[
     return VerifyResult(True, count, prev_seq, prev_hash)
 
 
-def export_line(seq: int, text: str, hash_: str) -> str:
-    """One stored row as an export line (no newline): the raw record with seq, prev_hash and hash."""
+def verify_chains(verdicts: Iterable[ChainVerdict]) -> VerifyResult:
+    """The result for a log of several chains: ok if every chain is; `records` counts every row checked;
+    `head_seq` and `head_hash` are the number of chains and one SHA-256 over every chain's head (anchor it
+    elsewhere, as for one chain); the first broken chain gives `broken_seq` and `reason`."""
+    chains = tuple(verdicts)
+    heads = "".join(f"{v.chain_id}:{v.result.head_seq}:{v.result.head_hash}\n" for v in chains)
+    broken = [v for v in chains if not v.result.ok]
+    first = broken[0] if broken else None
+    return VerifyResult(
+        ok=first is None,
+        records=sum(v.result.records for v in chains),
+        head_seq=len(chains),
+        head_hash=hashlib.sha256(heads.encode()).hexdigest(),
+        broken_seq=None if first is None else first.result.broken_seq,
+        reason=None if first is None else f"chain {first.chain_id}: {first.result.reason}",
+        chains=chains,
+    )
+
+
+def export_line(seq: int, text: str, hash_: str, *, chain_id: str | None = None) -> str:
+    """One stored row as an export line (no newline): the raw record with seq, prev_hash and hash, and the
+    chain it belongs to in a log of several chains (`seq` then counts within that chain)."""
     try:
         record, prev_hash = parse_record(text)
     except ValueError as exc:
+        where = f"seq {seq}" if chain_id is None else f"chain {chain_id} seq {seq}"
         raise ValueError(
-            f"the audit record at seq {seq} cannot be read ({exc}); run `mcp-gateway audit verify`"
+            f"the audit record at {where} cannot be read ({exc}); run `mcp-gateway audit verify`"
         ) from None
-    return json.dumps(_export_line(seq, record, prev_hash, hash_), ensure_ascii=True, separators=(",", ":"))
+    line = _export_line(seq, record, prev_hash, hash_, chain_id)
+    return json.dumps(line, ensure_ascii=True, separators=(",", ":"))
 
 
-def _export_line(seq: int, record: AuditRecord, prev_hash: str, hash_: str) -> dict[str, Any]:
-    line: dict[str, Any] = {"seq": seq, "phase": record.phase}
+def _export_line(seq: int, record: AuditRecord, prev_hash: str, hash_: str, chain_id: str | None) -> dict[str, Any]:
+    line: dict[str, Any] = {"seq": seq} if chain_id is None else {"seq": seq, "chain_id": chain_id}
+    line["phase"] = record.phase
     line.update({name: getattr(record, name) for name in OUTPUT_FIELDS})
     line["timestamp"] = format_timestamp(record.timestamp)
     line["timestamp_epoch"] = record.timestamp  # exact, so the chain can be recomputed downstream

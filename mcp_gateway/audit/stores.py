@@ -26,6 +26,8 @@ logger = logging.getLogger("mcp_gateway")
 # comes from `[audit] url`.
 _STORES: Final[Mapping[str, str]] = {
     "sqlite": "mcp_gateway.audit.sqlite",
+    "postgresql": "mcp_gateway.audit.postgres",
+    "postgres": "mcp_gateway.audit.postgres",
 }
 
 

@@ -121,6 +121,28 @@ class RateLimits(BaseModel):
     per_user: RateLimit | None = None
 
 
+class GatewayRateLimits(RateLimits):
+    """The gateway-wide `[rate_limits]`: the buckets, plus where they and the session counts are kept.
+
+    Without `redis_url` each process counts alone (an agent may spend its limit once per worker and
+    replica); with it, every worker and replica draws from the same buckets and session caps.
+    """
+
+    redis_url: str | None = None  # "redis://host:6379/0", "rediss://…" or "unix:///path"; absent → in-process
+    on_store_down: Literal["deny", "allow"] = "deny"  # Redis unreachable: refuse with 503, or let calls through
+    redis_timeout_seconds: float = Field(default=0.5, gt=0, le=30)  # bound on every Redis round trip
+    redis_key_prefix: str = Field(default="mcp-gateway:", min_length=1)  # so deployments can share one Redis
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("redis", "rediss", "unix") or not (parts.hostname or parts.path):
+                raise ValueError(f"expected a redis://, rediss:// or unix:// URL, got scheme {parts.scheme!r}")
+        return value
+
+
 class ServerEntry(BaseModel):
     """One `[servers.NAME]` allowlist entry."""
 
@@ -201,7 +223,8 @@ class GatewayConfig(BaseModel):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     max_event_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     max_header_bytes: int = Field(default=64 * 1024, gt=0)
-    max_sessions_per_principal: int = Field(default=1000, gt=0)  # open handshake sessions per principal, per process
+    # Open handshake sessions per principal: per process, or fleet-wide with [rate_limits] redis_url.
+    max_sessions_per_principal: int = Field(default=1000, gt=0)
     session_max_age_seconds: int = Field(default=86_400, gt=0)  # a handshake session ends this long after initialize
     # Connection hygiene at the front door (per process): a request head must be complete this long after the
     # connection opened or its previous response ended; a connection waiting for a request that sends no byte
@@ -213,7 +236,7 @@ class GatewayConfig(BaseModel):
     auth: AuthConfig | None = None
     audit: AuditConfig = Field(default_factory=AuditConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
-    rate_limits: RateLimits = Field(default_factory=RateLimits)
+    rate_limits: GatewayRateLimits = Field(default_factory=GatewayRateLimits)
     scope_implications: Mapping[Scope, tuple[Scope, ...]] = Field(default_factory=dict)  # "admin" = ["tools:call"]
     servers: Mapping[str, ServerEntry] = Field(default_factory=dict)
     base_dir: str = "."  # directory of gateway.toml; relative paths resolve against it

@@ -46,4 +46,8 @@ def build_limit_store(config: GatewayConfig) -> LimitStore:
     """The store `config` selects; in-process counters unless a shared store is configured."""
     from mcp_gateway.limits.memory import MemoryLimitStore
 
+    if config.rate_limits.redis_url is not None:
+        from mcp_gateway.limits.redis import RedisLimitStore
+
+        return RedisLimitStore.from_config(config)
     return MemoryLimitStore(config.max_sessions_per_principal, config.session_max_age_seconds)

@@ -28,14 +28,13 @@ from typing import TYPE_CHECKING, Any, Final
 import cedarpy
 
 from mcp_gateway.policy.cedar_source import CedarSource, load_cedar_source
-from mcp_gateway.policy.decider import Decider, DecisionInput, ScopeDecider
+from mcp_gateway.policy.decider import Decider, DecisionInput
 from mcp_gateway.policy.decision import Decision
 
 if TYPE_CHECKING:
-    from mcp_gateway.config import GatewayConfig
-    from mcp_gateway.policy.decision import ServerPolicy
+    pass
 
-__all__ = ["ACTIONS", "ArgumentsCheck", "CedarDecider", "CedarPolicies", "cedar_request", "decider_factory"]
+__all__ = ["ACTIONS", "ArgumentsCheck", "CedarDecider", "CedarPolicies", "cedar_request"]
 
 # Method → (Cedar resource type, noun for a refusal's message).
 ACTIONS: Final[Mapping[str, tuple[str, str]]] = {
@@ -263,15 +262,3 @@ class CedarDecider:
             if candidate.kind != enforced.kind:
                 return dataclasses.replace(enforced, shadow=f"{candidate.kind}:{candidate.rule}")
         return enforced
-
-
-def decider_factory(config: GatewayConfig) -> Callable[[ServerPolicy], Decider]:
-    """Per route, the decider `[policy]` asks for; the policy files are parsed once, here (ConfigError if wrong)."""
-    settings = config.policy
-    enforced = CedarPolicies.load(config.path_for(settings.cedar), "cedar") if settings.cedar else None
-    shadow = None
-    if settings.shadow_cedar:
-        shadow = CedarPolicies.load(config.path_for(settings.shadow_cedar), "shadow_cedar")
-    if enforced is None and shadow is None:
-        return ScopeDecider
-    return lambda policy: CedarDecider(ScopeDecider(policy), enforced, shadow)

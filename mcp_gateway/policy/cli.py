@@ -1,7 +1,7 @@
 """The admin's policy commands: `mcp-gateway policy test CASES.toml` and `mcp-gateway policy replay`.
 
 Both decide with the gateway's own deciders (`offline.PolicyBundle`): the allowlist's scope rules, then the
-pinned input schemas (through `ArgumentsCheck`, None until `policy/schemas.py` provides one), then Cedar.
+pinned input schemas (`--tools`: saved tools/list results checked against `tools_sha256`), then Cedar.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from mcp_gateway.errors import ConfigError
 from mcp_gateway.policy.cases import load_cases, run_cases
 from mcp_gateway.policy.cedar import ArgumentsCheck
 from mcp_gateway.policy.offline import PolicyBundle
+from mcp_gateway.policy.pinned_tools import load_pinned_schemas
 from mcp_gateway.policy.replay import render, replay
 from mcp_gateway.policy.scopes import ScopeHierarchy
 
@@ -27,7 +28,7 @@ EXIT_OK: Final = 0
 EXIT_DIFFERENT: Final = 1
 EXIT_USAGE: Final = 2
 
-# The pinned input schemas' check, once `policy/schemas.py` lands; tests may set it.
+# An arguments check used when no `--tools` file is given (a seam for tests; None: no schema check).
 arguments_check: ArgumentsCheck | None = None
 
 
@@ -67,6 +68,15 @@ def _add_policy_sources(parser: argparse.ArgumentParser, *, required: bool) -> N
         "--allowlist", metavar="FILE", type=Path, required=required, help="an allowlist instead of the configured one"
     )
     parser.add_argument("--cedar", metavar="FILE", type=Path, help="Cedar policies to use instead of [policy] cedar")
+    parser.add_argument(
+        "--tools",
+        metavar="[SERVER=]FILE",
+        action="append",
+        default=[],
+        help="a saved tools/list result (JSON) of SERVER; definitions that hash to their tools_sha256 pin "
+        "give the input schemas tools/call arguments are checked against (repeatable; SERVER= may be left "
+        "out when the allowlist names one server)",
+    )
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -86,7 +96,9 @@ def _bundle(args: argparse.Namespace) -> tuple[PolicyBundle, GatewayConfig | Non
     cedar = args.cedar
     if cedar is None and config is not None and config.policy.cedar:
         cedar = config.path_for(config.policy.cedar)
-    return PolicyBundle.from_files(servers, hierarchy, cedar, arguments_check), config
+    # The pinned input schemas, as the live catalogue uses them: only definitions that match their pins.
+    check = load_pinned_schemas(args.tools, servers) if args.tools else arguments_check
+    return PolicyBundle.from_files(servers, hierarchy, cedar, check), config
 
 
 def run_test(args: argparse.Namespace) -> int:

@@ -25,8 +25,9 @@ __all__ = ["Change", "ReplayReport", "decision_input_from_row", "render", "repla
 
 _JUDGED: Final = frozenset({"tools/call", "resources/read", "prompts/get"})
 # Refusals decided after the policy (the pinned catalogue, the input schemas): a candidate that allows the
-# call leaves them standing.
+# call leaves them standing, unless the candidate judges the input schemas itself (`policy replay --tools`).
 _AFTER_POLICY: Final = frozenset({"tools_sha256", "input_schema"})
+_AFTER_POLICY_WITH_SCHEMAS: Final = frozenset({"tools_sha256"})
 
 
 def decision_input_from_row(row: Mapping[str, Any]) -> tuple[DecisionInput, bool]:
@@ -115,6 +116,7 @@ def replay(rows: Iterable[Mapping[str, Any]], candidate: PolicyBundle) -> Replay
     """Re-decide every judged call in `rows` under `candidate`; changes grouped by rule, agent and tool."""
     report = ReplayReport()
     groups: dict[tuple[str, str, str, str, str, str], Change] = {}
+    after_policy = _AFTER_POLICY if candidate.arguments_check is None else _AFTER_POLICY_WITH_SCHEMAS
     for row in rows:
         was = row.get("decision")
         if row.get("method") not in _JUDGED or not row.get("agent_id") or was is None or row.get("tool") is None:
@@ -128,7 +130,7 @@ def replay(rows: Iterable[Mapping[str, Any]], candidate: PolicyBundle) -> Replay
         report.decided += 1
         decision = candidate.decide(request)
         becomes, rule = decision.kind, decision.rule
-        if row.get("policy_rule") in _AFTER_POLICY and becomes == "allow":
+        if row.get("policy_rule") in after_policy and becomes == "allow":
             becomes, rule = was, str(row["policy_rule"])
         if becomes == was:
             report.unchanged += 1

@@ -38,6 +38,7 @@ class Outcome:
     kind: OutcomeKind
     http_status: int
     error: str | None = None
+    credential: CredentialUse | None = None  # what the upstream leg carried (audited, never a secret)
 
 
 ABORTED = Outcome("aborted", 499)
@@ -62,7 +63,6 @@ class CallContext:
     closed: bool = False  # the closing record (outcome or refusal) was handed to the store
     arguments_sha256: str | None = None  # computed once: intent and outcome records carry the same digest
     bearer_token: bytes | None = field(default=None, repr=False)  # the verified client token, as presented
-    upstream_credential: CredentialUse | None = None  # what the upstream leg carried (audited, never a secret)
     approval: str | None = None  # JSON {id, approver, decision, reason}: a person's word on a held call
 
     @property

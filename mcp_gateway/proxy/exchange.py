@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,8 @@ from mcp_gateway.proxy.era import Era
 from mcp_gateway.proxy.recording import CallRecorder
 from mcp_gateway.proxy.relay import StreamState, UpstreamMessageJudge
 from mcp_gateway.proxy.route import Route
-from mcp_gateway.proxy.sessions import EventIds, SessionClaims
+from mcp_gateway.proxy.server_request_ids import ServerRequestIdSealer
+from mcp_gateway.proxy.sessions import EventIds, SessionClaims, SessionSealer
 from mcp_gateway.proxy.streaming import DisconnectWatch, RelayOptions, relay_response
 from mcp_gateway.transport.asgi import Headers, Receive, Send, respond
 from mcp_gateway.upstream.http11 import UpstreamResponse
@@ -76,9 +78,12 @@ class UpstreamExchange:
         config: GatewayConfig,
         recorder: CallRecorder,
         clock: Callable[[], float],
-        continuations: ContinuationSealer,
+        keys: SessionSealer,
     ) -> None:
-        self.continuations = continuations  # seals each requestState relayed to the principal and route
+        # Seals each requestState relayed to its principal and route, and tags each server request id
+        # relayed to its session: both with subkeys of the session key, so every replica opens them.
+        self.continuations = ContinuationSealer(keys.continuation_key)
+        self.server_request_ids = ServerRequestIdSealer(keys.server_request_key)
         self.max_event_bytes = config.max_event_bytes
         self.max_body_bytes = config.max_body_bytes
         self.recorder = recorder
@@ -96,6 +101,7 @@ class UpstreamExchange:
             governs_server_requests=not era.modern,
             catalogue=route.catalogue,
             continuations=self.continuations.bound(route.name, principal),
+            server_request_ids=None if claims is None or era.modern else self.server_request_ids.bound(claims),
         )
         options = RelayOptions(
             max_event_bytes=self.max_event_bytes,
@@ -120,9 +126,10 @@ class UpstreamExchange:
         """One upstream request and its relayed response, cut short if the client goes away."""
         judge, state, options = relay
         outcome = ABORTED
+        attempt = _Attempt()
         async with DisconnectWatch(receive, send) as watch:
             try:
-                response = await self._request(route, leg, judge, ctx)
+                response = await self._request(route, leg, judge, attempt)
             except UpstreamError as exc:
                 outcome = await self._failed(route, watch.send, exc, state.request_id)
             else:
@@ -130,11 +137,13 @@ class UpstreamExchange:
         if watch.disconnected:
             outcome = ABORTED
         self._report_quarantines(route)
-        return outcome
+        return dataclasses.replace(outcome, credential=attempt.use) if attempt.use is not None else outcome
 
-    async def _request(self, route: Route, leg: Leg, judge: UpstreamMessageJudge, ctx: CallContext) -> UpstreamResponse:
+    async def _request(
+        self, route: Route, leg: Leg, judge: UpstreamMessageJudge, attempt: _Attempt
+    ) -> UpstreamResponse:
         credentials = route.credentials
-        credential = await self._issue(route, leg, ctx)
+        credential = await _issue(route, leg, attempt)
         # SECURITY.md: the injected credential never appears in responses: every live secret is redacted,
         # and the one this request carried for as long as its answer lasts, even if rotated out meanwhile.
         judge.secrets = credential.secrets + credentials.secrets
@@ -145,7 +154,7 @@ class UpstreamExchange:
             # RFC 6750 §3.1: a 401 means the request was not executed, so it may be retried once with the
             # refreshed credential; a second refusal is the credential failure it is (502, never a loop).
             await response.aclose()
-            credential = await self._issue(route, leg, ctx)
+            credential = await _issue(route, leg, attempt)
             judge.secrets = credential.secrets + credentials.secrets
             response = await route.pool.request(
                 leg.method, route.upstream_path, [*leg.headers, *credential.headers], leg.body
@@ -158,16 +167,6 @@ class UpstreamExchange:
             why = f"the upstream answered {response.status}{refreshed}"
             raise UpstreamCredentialError(route.name, credential.use.type, "upstream_refused", why)
         return response
-
-    @staticmethod
-    async def _issue(route: Route, leg: Leg, ctx: CallContext) -> IssuedCredential:
-        try:
-            credential = await route.credentials.issue(leg.credential)
-        except UpstreamCredentialError as exc:
-            ctx.upstream_credential = CredentialUse(exc.credential_type)  # the record says which credential failed
-            raise
-        ctx.upstream_credential = credential.use
-        return credential
 
     async def _failed(self, route: Route, send: Send, exc: UpstreamError, request_id: Any) -> Outcome:
         if isinstance(exc, UpstreamIdentityError):
@@ -226,3 +225,22 @@ class UpstreamExchange:
             await response.aclose()
         except UpstreamError:
             pass  # best effort: the upstream's own timeout ends its wait
+
+
+class _Attempt:
+    """What one exchange learned about the credential it sent (returned in its Outcome, for the audit)."""
+
+    __slots__ = ("use",)
+
+    def __init__(self) -> None:
+        self.use: CredentialUse | None = None
+
+
+async def _issue(route: Route, leg: Leg, attempt: _Attempt) -> IssuedCredential:
+    try:
+        credential = await route.credentials.issue(leg.credential)
+    except UpstreamCredentialError as exc:
+        attempt.use = CredentialUse(exc.credential_type)  # the record says which credential failed
+        raise
+    attempt.use = credential.use
+    return credential

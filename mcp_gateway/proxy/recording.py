@@ -89,7 +89,7 @@ class CallRecorder:
                     http_status=outcome.http_status,
                     latency_ms=round((time.perf_counter() - ctx.started) * 1000, 3),
                     detail=json.dumps({"error": outcome.error}) if outcome.error else None,
-                    upstream_credential=ctx.upstream_credential.to_json() if ctx.upstream_credential else None,
+                    upstream_credential=outcome.credential.to_json() if outcome.credential else None,
                     approval=ctx.approval,
                 )
             )

@@ -12,6 +12,7 @@ from mcp_gateway.proxy import jsonrpc
 from mcp_gateway.proxy.catalogue import ToolCatalogue
 from mcp_gateway.proxy.context import OutcomeKind
 from mcp_gateway.proxy.continuations import BoundContinuations
+from mcp_gateway.proxy.server_request_ids import BoundServerRequestIds
 
 # Result keys that identify a list result even when we do not know which request it answers
 # (a response replayed on a resumed GET stream): filter by shape so nothing unfiltered slips out.
@@ -50,6 +51,7 @@ class UpstreamMessageJudge:
     catalogue: ToolCatalogue | None = None  # pinned tool definitions; drifted ones are quarantined
     initialize_versions: tuple[str, ...] | None = None  # an initialize's answer must settle on one of these
     continuations: BoundContinuations | None = None  # seals each requestState to this principal and route
+    server_request_ids: BoundServerRequestIds | None = None  # handshake sessions: tags relayed request ids
 
     def redact(self, data: bytes) -> bytes:
         """SECURITY.md: the injected credential never appears in responses, even if the upstream echoes it."""
@@ -69,30 +71,35 @@ class UpstreamMessageJudge:
             state.garbage += 1
             return None
         if "method" in message:
-            return data if self._server_message_allowed(message, state) else None
+            return self._server_message(data, message, state)
         if not _accepted_response(message, state):
             state.garbage += 1
             return None
         result = message.get("result")
         return self._judge_result(data, message, result, state) if isinstance(result, dict) else data
 
-    def _server_message_allowed(self, message: dict[str, Any], state: StreamState) -> bool:
+    def _server_message(self, data: bytes, message: dict[str, Any], state: StreamState) -> bytes | None:
         """A server-to-client request or notification: relayed only if the era and `server_requests` allow."""
         method = message["method"]
         if not isinstance(method, str):
             state.garbage += 1
-            return False
+            return None
         if "id" not in message:
-            return True  # a notification (progress, logging, list_changed, ...)
-        if not self.governs_server_requests:
-            # MCP 2026-07-28 has no server-to-client requests (input-required results replace them).
+            return data  # a notification (progress, logging, list_changed, ...)
+        request_id = message["id"]
+        if not self.governs_server_requests or isinstance(request_id, bool) or not isinstance(request_id, str | int):
+            # MCP 2026-07-28 has no server-to-client requests (input-required results replace them); in
+            # the other eras an id is a string or an integer (MCP basic §Requests), or nothing answers it.
             state.garbage += 1
-            return False
-        if not self.policy.allows_server_request(method):
-            # The admin did not allow this server-to-client request (sampling, elicitation, roots).
-            state.rejected_server_requests.append((message.get("id"), method))
-            return False
-        return True
+            return None
+        ids = self.server_request_ids
+        if ids is None or not self.policy.allows_server_request(method):
+            # The admin did not allow this server-to-client request (sampling, elicitation, roots), or
+            # there is no session to bind its id to: the gateway answers it upstream itself.
+            state.rejected_server_requests.append((request_id, method))
+            return None
+        # The client sees a tag bound to this session; only its answer here is forwarded (server_request_ids.py).
+        return ids.relabel(message)
 
     def _judge_result(self, data: bytes, message: dict[str, Any], result: dict[str, Any], state: StreamState) -> bytes:
         """A result for the client's request: version settled, input requests governed, lists filtered."""

@@ -10,9 +10,9 @@ from urllib.parse import urlsplit
 from mcp_gateway.config import GatewayConfig, RateLimits, ServerEntry
 from mcp_gateway.credentials import CredentialContext, CredentialSource, build_credential_source
 from mcp_gateway.identity.tls_pins import spki_verifier
-from mcp_gateway.policy.cedar import decider_factory
 from mcp_gateway.policy.decider import Decider
 from mcp_gateway.policy.decision import ServerPolicy
+from mcp_gateway.policy.engines import decider_factory
 from mcp_gateway.policy.ratelimit import effective_rate_limits
 from mcp_gateway.policy.scopes import ScopeHierarchy
 from mcp_gateway.proxy.catalogue import ToolCatalogue

@@ -70,7 +70,7 @@ class SessionGate:
 class SessionCreation:
     """One initialize in flight: seals the upstream's session id, then settles the reserved place."""
 
-    __slots__ = ("_fingerprint", "_gate", "_server", "event_ids", "opened")
+    __slots__ = ("_fingerprint", "_gate", "_server", "claims", "event_ids", "opened")
 
     def __init__(self, gate: SessionGate, server: str, fingerprint: str) -> None:
         self._gate = gate
@@ -78,12 +78,14 @@ class SessionCreation:
         self._fingerprint = fingerprint
         self.opened: str | None = None  # the upstream session the initialize created
         self.event_ids: EventIds | None = None  # the new session's event ids, once it exists
+        self.claims: SessionClaims | None = None  # the new session, once it exists
 
     async def seal(self, upstream_id: str) -> str:
         """The sealed id the client gets for the upstream's session id (called once the upstream answered)."""
         gate = self._gate
         created = SessionClaims(self._server, upstream_id, self._fingerprint, int(gate.clock()))
         self.event_ids = gate.sealer.event_ids(created)
+        self.claims = created
         await gate.limits.session_opened(self._fingerprint, self._server, upstream_id, created.created)
         self.opened = upstream_id
         return gate.sealer.seal(created)

@@ -92,6 +92,9 @@ class SessionSealer:
         self._aead = AESGCM(hmac.digest(key, b"mcp-gateway session seal v1", "sha256"))
         self._event_key = hmac.digest(key, b"mcp-gateway event id v1", "sha256")
         self.continuation_key = hmac.digest(key, b"mcp-gateway continuation v1", "sha256")  # proxy/continuations.py
+        self.server_request_key = hmac.digest(
+            key, b"mcp-gateway server request id v1", "sha256"
+        )  # server_request_ids.py
         # Ids that opened before, with what they opened to. `open` is a pure function of the id, the
         # route and the principal (the key never changes), so a hit is the answer the AEAD would give;
         # only successes are kept, and at most _OPENED_CACHE_SIZE of them (oldest dropped first).

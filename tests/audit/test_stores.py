@@ -66,9 +66,9 @@ def test_a_url_selects_the_store_registered_for_its_scheme(tmp_path: Path, memor
 
 def test_a_url_whose_scheme_has_no_store_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
-        open_audit_store(config_with(tmp_path, 'url = "postgresql://127.0.0.1/test"\n'))
+        open_audit_store(config_with(tmp_path, 'url = "mysql://127.0.0.1/test"\n'))
     assert info.value.key == "audit.url"
-    assert "'postgresql'" in str(info.value) and "sqlite" in str(info.value)
+    assert "'mysql'" in str(info.value) and "sqlite" in str(info.value)
 
 
 def test_the_location_is_the_url_when_given_else_the_database_path(tmp_path: Path) -> None:
@@ -102,6 +102,6 @@ def test_the_cli_reads_whichever_store_the_config_url_names(
 
 
 def test_the_cli_refuses_a_url_with_no_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    config_with(tmp_path, 'url = "postgresql://127.0.0.1/test"\n')
+    config_with(tmp_path, 'url = "mysql://127.0.0.1/test"\n')
     assert main(["audit", "verify", "--config", str(tmp_path / "gateway.toml")]) == 2
-    assert "no audit store for 'postgresql'" in capsys.readouterr().err
+    assert "no audit store for 'mysql'" in capsys.readouterr().err

@@ -14,6 +14,7 @@ import pytest
 from mcp.shared.exceptions import MCPError
 
 from mcp_gateway.cli import main
+from mcp_gateway.identity.tool_pins import tool_sha256
 from mcp_gateway.policy import cli as policy_cli
 from tests._stack import Stack
 from tests.policy._cedar_stack import cedar_stack, policies, write_policy_files
@@ -223,3 +224,140 @@ def test_replay_prints_a_table_and_csv_grouped_by_rule_agent_and_tool(
     assert table[1].split() == ["rule", "agent", "server", "tool", "was", "becomes", "calls", "event_ids"]
     assert table[2].split() == ["cedar:x", "a", "s", "t", "allow", "deny", "2", "e1", "e2"]
     assert render(report, "csv").splitlines()[1] == "cedar:x,a,s,t,allow,deny,2,e1 e2"
+
+
+# -- the pinned input schemas (--tools) ----------------------------------------------------------------
+
+
+def _transfer(maximum: int | None) -> dict[str, Any]:
+    """The bank's transfer tool as a tools/list presents it, with an optional cap on `amount`."""
+    amount: dict[str, Any] = {"type": "number"} if maximum is None else {"type": "number", "maximum": maximum}
+    schema = {"type": "object", "properties": {"amount": amount, "to": {"type": "string"}}, "required": ["amount"]}
+    return {"name": "transfer", "description": "Move money", "inputSchema": schema}
+
+
+def _pinned(directory: Path, tool: dict[str, Any], pin: dict[str, Any] | None = None) -> tuple[Path, Path]:
+    """An allowlist pinning `pin` (default: `tool`) and a tools/list result presenting `tool`."""
+    digest = tool_sha256(pin if pin is not None else tool)
+    (directory / "allowlist.toml").write_text(
+        '[servers.everything]\nurl = "http://127.0.0.1:9/mcp"\ndefault_scopes = ["tools:call"]\n'
+        f'tools_sha256 = {{ transfer = "{digest}" }}\n'
+    )
+    (directory / "tools.json").write_text(json.dumps({"tools": [tool]}))
+    return directory / "allowlist.toml", directory / "tools.json"
+
+
+SCHEMA_CASES = """
+[[case]]
+name = "a transfer within the pinned schema is allowed"
+agent = "agent-a"
+scopes = ["tools:call"]
+server = "everything"
+tool = "transfer"
+arguments = { amount = 100 }
+expect = "allow"
+
+[[case]]
+name = "an amount the pinned schema caps is refused before Cedar sees it"
+agent = "agent-a"
+scopes = ["tools:call"]
+server = "everything"
+tool = "transfer"
+arguments = { amount = 5000 }
+expect = "deny"
+rule = "input_schema"
+
+[[case]]
+name = "a transfer without an amount breaks the schema"
+agent = "agent-a"
+scopes = ["tools:call"]
+server = "everything"
+tool = "transfer"
+expect = "deny"
+rule = "input_schema"
+"""
+
+
+def test_policy_test_refuses_a_case_whose_arguments_break_the_pinned_input_schema(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    allowlist, tools = _pinned(tmp_path, _transfer(1000))
+    (tmp_path / "cases.toml").write_text(SCHEMA_CASES)
+    argv = ["policy", "test", str(tmp_path / "cases.toml"), "--config", str(_config(tmp_path))]
+    assert main([*argv, "--allowlist", str(allowlist), "--tools", str(tools)]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "PASS  a transfer within the pinned schema is allowed: allow (default_scopes)",
+        "PASS  an amount the pinned schema caps is refused before Cedar sees it: deny (input_schema)",
+        "PASS  a transfer without an amount breaks the schema: deny (input_schema)",
+        "3 passed, 0 failed",
+    ]
+    # Without the schemas the same cases meet Cedar's limit and the scope rules instead.
+    assert main([*argv, "--allowlist", str(allowlist)]) == 1
+    assert "got deny (cedar:transfer-limit)" in capsys.readouterr().out
+
+
+def test_policy_test_refuses_a_tools_file_whose_definition_does_not_match_its_pin(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    allowlist, tools = _pinned(tmp_path, _transfer(1000), pin=_transfer(None))
+    (tmp_path / "cases.toml").write_text(SCHEMA_CASES)
+    argv = ["policy", "test", str(tmp_path / "cases.toml"), "--config", str(_config(tmp_path))]
+    assert main([*argv, "--allowlist", str(allowlist), "--tools", str(tools)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"configuration error: {tools}: tools['transfer']: the definition hashes to ")
+    assert f"but servers.everything.tools_sha256 pins {tool_sha256(_transfer(None))}" in captured.err
+
+
+@pytest.mark.anyio
+async def test_replay_lists_a_call_whose_decision_changes_because_the_candidate_pin_changes_the_schema(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with cedar_stack(tmp_path, cedar=policies(time.time()), audit_extra="store_arguments = true\n") as stack:
+        await _calls(stack, [("agent-a", "transfer", {"amount": 50}), ("agent-a", "transfer", {"amount": 80})])
+    argv = ["policy", "replay", "--config", str(tmp_path / "gateway.toml"), "--since", "1h", "--format", "json"]
+    reports = []
+    for maximum in (None, 60):  # the pin as it is, then a candidate pin whose schema caps amount at 60
+        candidate = tmp_path / f"candidate-{maximum}"
+        candidate.mkdir()
+        allowlist, tools = _pinned(candidate, _transfer(maximum))
+        assert main([*argv, "--allowlist", str(allowlist), "--tools", str(tools)]) == 0
+        reports.append(json.loads(capsys.readouterr().out))
+    unchanged, capped = reports
+    assert (unchanged["changes"], unchanged["summary"]["decided"]) == ([], 2)
+    transfer_80 = _event_ids(tmp_path / "audit.db", "transfer", "json_extract(arguments, '$.amount') = 80")
+    assert capped["changes"] == [
+        {"was": "allow", "becomes": "deny", "rule": "input_schema", "agent": "agent-a",
+         "server": "everything", "tool": "transfer", "calls": 1, "event_ids": transfer_80},
+    ]  # fmt: skip
+    assert capped["summary"] == {"decided": 2, "changed": 1, "unchanged": 1, "undecidable": 0, "skipped": 0}
+
+
+def test_replay_with_schemas_re_decides_a_call_the_live_schema_refused_instead_of_keeping_the_refusal(
+    tmp_path: Path,
+) -> None:
+    from mcp_gateway.config import load_allowlist
+    from mcp_gateway.policy.offline import PolicyBundle
+    from mcp_gateway.policy.pinned_tools import load_pinned_schemas
+    from mcp_gateway.policy.replay import replay
+
+    row = {
+        "event_id": "e1",
+        "timestamp": NOW,
+        "method": "tools/call",
+        "mcp_server": "everything",
+        "tool": "transfer",
+        "agent_id": "agent-a",
+        "scope_granted": ["tools:call"],
+        "decision": "deny",
+        "policy_rule": "input_schema",  # refused live by a pinned schema that capped amount at 60
+        "arguments": '{"amount": 80}',
+        "arguments_sha256": "0" * 64,
+    }
+    allowlist, tools = _pinned(tmp_path, _transfer(None))  # the candidate pin lifts the cap
+    servers, _ = load_allowlist(allowlist)
+    with_schemas = PolicyBundle(servers, arguments_check=load_pinned_schemas([str(tools)], servers))
+    (change,) = replay([row], with_schemas).changes
+    assert (change.was, change.becomes, change.rule, change.event_ids) == ("deny", "allow", "default_scopes", ["e1"])
+    # Without the schemas the candidate cannot judge them, so the live refusal stands.
+    assert replay([row], PolicyBundle(servers)).changes == []

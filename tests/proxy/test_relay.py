@@ -9,6 +9,8 @@ from mcp_gateway.config import ServerEntry
 from mcp_gateway.policy.decision import ServerPolicy
 from mcp_gateway.policy.scopes import ScopeHierarchy
 from mcp_gateway.proxy.relay import StreamState, UpstreamMessageJudge
+from mcp_gateway.proxy.server_request_ids import ServerRequestIdSealer
+from mcp_gateway.proxy.sessions import SessionClaims
 
 ENTRY = ServerEntry(
     name="everything",
@@ -21,9 +23,19 @@ ENTRY = ServerEntry(
 SECRET = b"upstream-secret-value"
 
 
+SESSION = SessionClaims("everything", "upstream-session", "f" * 64, 1_700_000_000)
+SERVER_REQUEST_IDS = ServerRequestIdSealer(bytes(32)).bound(SESSION)
+
+
 def judge(*, handshake: bool = True, granted: frozenset[str] = frozenset({"tools:read"})) -> UpstreamMessageJudge:
     policy = ServerPolicy.from_entry(ENTRY, ScopeHierarchy({}))
-    return UpstreamMessageJudge(policy, granted, governs_server_requests=handshake, secrets=(SECRET,))
+    return UpstreamMessageJudge(
+        policy,
+        granted,
+        governs_server_requests=handshake,
+        secrets=(SECRET,),
+        server_request_ids=SERVER_REQUEST_IDS if handshake else None,
+    )
 
 
 def raw(message: dict[str, Any]) -> bytes:
@@ -82,8 +94,31 @@ def test_refused_server_request_is_set_aside_for_the_gateway_to_answer() -> None
     sampling = raw({"jsonrpc": "2.0", "id": 0, "method": "sampling/createMessage", "params": {}})
     elicitation = raw({"jsonrpc": "2.0", "id": 1, "method": "elicitation/create", "params": {}})
     assert judge().judge(sampling, state) is None
-    assert judge().judge(elicitation, state) == elicitation
+    relayed = judge().judge(elicitation, state)
+    assert relayed is not None
+    # Issue 11: the client sees a tag bound to the session in place of the upstream's id; it opens to the id.
+    tagged = json.loads(relayed)
+    assert tagged["id"] != 1 and tagged["id"].startswith("mcpgw-")
+    assert SERVER_REQUEST_IDS.open(tagged["id"]) == 1
+    assert {**tagged, "id": 1} == json.loads(elicitation)
     assert state.rejected_server_requests == [(0, "sampling/createMessage")]
+
+
+def test_server_request_with_no_session_to_bind_its_id_to_is_answered_by_the_gateway() -> None:
+    state = StreamState(request_id=1)
+    elicitation = raw({"jsonrpc": "2.0", "id": 1, "method": "elicitation/create", "params": {}})
+    unbound = judge()
+    unbound.server_request_ids = None
+    assert unbound.judge(elicitation, state) is None
+    assert state.rejected_server_requests == [(1, "elicitation/create")]
+
+
+def test_server_request_whose_id_is_neither_string_nor_integer_is_dropped() -> None:
+    state = StreamState(request_id=1)
+    for bad in [None, True, 1.5, {"x": 1}, [1]]:
+        message = raw({"jsonrpc": "2.0", "id": bad, "method": "elicitation/create", "params": {}})
+        assert judge().judge(message, state) is None
+    assert (state.garbage, state.rejected_server_requests) == (5, [])
 
 
 def test_server_request_on_a_2026_07_28_stream_is_dropped() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -422,3 +423,28 @@ async def test_a_session_older_than_its_max_age_is_404_and_frees_its_place(tmp_p
     assert stale.status_code == 404
     assert "expired" in json_error(stale)["message"]
     assert replacement != session
+
+
+@pytest.mark.anyio
+async def test_a_refused_session_id_is_audited_by_its_hash_never_as_presented(
+    stack: Stack, http: httpx2.AsyncClient
+) -> None:
+    # SECURITY.md "identity values are printable": a session id that does not open is client text; the
+    # refusal's record names it by SHA-256, so no control character or bidi override reaches the log.
+    audit: WatchedAuditSink = stack.extra["audit"]
+    hostile = "abc\x9b31m\u202edef"  # C1 CSI and a right-to-left override, as latin-1 header bytes allow
+    raw = hostile.encode("utf-8").decode("latin-1")
+    headers = post_headers(stack.token(), version=HANDSHAKE, session="placeholder")
+    headers["mcp-session-id"] = raw
+    forwarded = len(stack.tap.requests)
+    with anyio.fail_after(10):
+        response = await http.post(
+            stack.mcp_url(),
+            headers={k: v.encode("latin-1") for k, v in headers.items()},
+            json=call_body("echo", {"message": "x"}, 9, _meta={"request_context": "hostile-session-id"}),
+        )
+        (record,) = await audit.wait_for(lambda r: r.request_context == "hostile-session-id")
+    assert response.status_code == 404
+    assert len(stack.tap.requests) == forwarded
+    expected = "sha256:" + hashlib.sha256(raw.encode("latin-1")).hexdigest()
+    assert record.session_id == expected

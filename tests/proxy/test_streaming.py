@@ -123,6 +123,8 @@ class Upstream:
             await send_raw(send, 200, json.dumps(answer).encode(), headers=[(b"mcp-session-id", b"upstream-session")])
             return
         key = scope["method"] if scope["method"] != "POST" else body.get("params", {}).get("name", body.get("method"))
+        if scope["method"] == "POST" and "method" not in body:
+            key = "response"  # the client's answer to a server-to-client request
         await self.scripts[key](scope, receive, send, body)
 
 
@@ -207,7 +209,11 @@ async def test_standalone_get_stream_relays_notifications_and_server_requests_bu
         await send_chunk(send, sse_message({"jsonrpc": "2.0", "id": 5, "method": "roots/list"}, event_id="3"))
         await send_chunk(send, b"", more=False)
 
+    async def accepted(scope: Scope, receive: Receive, send: Send, body: dict[str, Any]) -> None:
+        await send_raw(send, 202, b"", content_type=None)
+
     install(stack, "GET", get_stream)
+    install(stack, "response", accepted)
     token = stack.token()
     async with httpx2.AsyncClient(timeout=10) as http:
         with anyio.fail_after(10):
@@ -215,13 +221,25 @@ async def test_standalone_get_stream_relays_notifications_and_server_requests_bu
             headers = {**post_headers(token, version=HANDSHAKE, session=session), "accept": "text/event-stream"}
             async with http.stream("GET", stack.mcp_url(), headers=headers) as response:
                 events = [event async for event in read_events(response)]
+            relayed = [(upstream_id(event.id), event.message()) for event in events if event.data]
+            # Issue 11: the server request's id reaches the client as a tag bound to this session (it used
+            # to be the upstream's 5); the client's answer to the tag reaches the upstream with id 5 again.
+            tag = relayed[1][1]["id"]
+            answer = {"jsonrpc": "2.0", "id": tag, "result": {"roots": []}}
+            answered = await http.post(
+                stack.mcp_url(), headers=post_headers(token, version=HANDSHAKE, session=session), json=answer
+            )
     assert response.status_code == 200
-    assert [(upstream_id(event.id), event.message()) for event in events if event.data] == [
+    assert relayed == [
         ("2", {"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}),
-        ("3", {"jsonrpc": "2.0", "id": 5, "method": "roots/list"}),
+        ("3", {"jsonrpc": "2.0", "id": tag, "method": "roots/list"}),
     ]
+    assert isinstance(tag, str) and tag.startswith("mcpgw-")
+    assert answered.status_code == 202
+    method, upstream_headers, raw = stack.extra["upstream"].received[-1]
+    assert (method, json.loads(raw)) == ("POST", {"jsonrpc": "2.0", "id": 5, "result": {"roots": []}})
     # The upstream saw its own session id, not the gateway's.
-    assert stack.extra["upstream"].received[-1][1]["mcp-session-id"] == "upstream-session"
+    assert upstream_headers["mcp-session-id"] == "upstream-session"
 
 
 async def _event_ids_of_a_get_stream(http: httpx2.AsyncClient, stack: Stack, token: str, session: str) -> list[str]:
