@@ -92,10 +92,8 @@ class Gateway:
         self.endpoint = McpEndpoint(
             config, verifier=verifier, recorder=self.recorder, sessions=sessions, limits=self.limits, clock=clock
         )
-        self.people = ApproverEndpoints(  # /approvals, /audit/*, /console: people in the loop (issue 16)
-            config, verifier=verifier, ledger=self.endpoint.approvals.ledger, guard=self.endpoint.guard,
-            hierarchy=self.hierarchy, clock=clock,
-        )  # fmt: skip
+        held = self.endpoint.approvals.ledger  # /approvals, /audit/*, /console: people in the loop (issue 16)
+        self.people = ApproverEndpoints(config, verifier, held, self.endpoint.guard, self.hierarchy, clock)
         self._flusher: asyncio.Task[None] | None = None
         self.registry = CollectorRegistry()
         self.requests = Counter(
@@ -241,8 +239,7 @@ class Gateway:
             for record in self.recorder.summarizer.flush(self.endpoint.clock()):
                 self.audit.append_nowait(record)
 
-    def begin_shutdown(self) -> None:
-        """Refuse held calls now (they live in memory only) rather than keep their clients waiting."""
+    def begin_shutdown(self) -> None:  # calls held for approval live in memory only: refuse them now
         self.endpoint.approvals.ledger.close()
 
     async def shutdown(self) -> None:

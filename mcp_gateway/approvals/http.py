@@ -49,7 +49,6 @@ class ApproverEndpoints:
     def __init__(
         self,
         config: GatewayConfig,
-        *,
         verifier: TokenVerifier,
         ledger: ApprovalLedger,
         guard: OriginGuard,
