@@ -19,6 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from mcp_gateway.approvals.http import ApproverEndpoints
 from mcp_gateway.audit.sink import AuditSink
 from mcp_gateway.audit.stores import open_audit_store
 from mcp_gateway.audit.summary import RefusalSummarizer
@@ -91,6 +92,8 @@ class Gateway:
         self.endpoint = McpEndpoint(
             config, verifier=verifier, recorder=self.recorder, sessions=sessions, limits=self.limits, clock=clock
         )
+        held = self.endpoint.approvals.ledger  # /approvals, /audit/*, /console: people in the loop (issue 16)
+        self.people = ApproverEndpoints(config, verifier, held, self.endpoint.guard, self.hierarchy, clock)
         self._flusher: asyncio.Task[None] | None = None
         self.registry = CollectorRegistry()
         self.requests = Counter(
@@ -180,7 +183,9 @@ class Gateway:
 
     async def _other(self, path: str, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]
-        if path in self._metadata:
+        if self.people.handles(path):
+            await self.people(path, scope, receive, send)
+        elif path in self._metadata:
             if method not in ("GET", "HEAD"):
                 await respond(send, 405, b"", [(b"allow", b"GET")])
                 return
@@ -234,7 +239,11 @@ class Gateway:
             for record in self.recorder.summarizer.flush(self.endpoint.clock()):
                 self.audit.append_nowait(record)
 
+    def begin_shutdown(self) -> None:  # calls held for approval live in memory only: refuse them now
+        self.endpoint.approvals.ledger.close()
+
     async def shutdown(self) -> None:
+        self.begin_shutdown()
         if self._flusher is not None:
             self._flusher.cancel()
         for record in self.recorder.summarizer.flush(self.endpoint.clock(), final=True):

@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=_check)
 
     from mcp_gateway import demo
+    from mcp_gateway.approvals import cli as approvals_cli
 
     demo.add_commands(sub)
     from mcp_gateway.audit import cli as audit_cli
@@ -63,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     from mcp_gateway.identity import cli as identity_cli
     from mcp_gateway.policy import cli as policy_cli
 
-    for module in (devissuer_cli, audit_cli, identity_cli, policy_cli):
+    for module in (devissuer_cli, audit_cli, identity_cli, policy_cli, approvals_cli):
         module.add_commands(sub)
     return parser
 

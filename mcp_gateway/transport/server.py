@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 
 import uvicorn
@@ -32,7 +33,8 @@ def build_server(
     _ensure_descriptors(2 * limits.max_connections + _SPARE_DESCRIPTORS)  # open + refused while draining
     counts = ConnectionCounts()
     app.registry.register(ConnectionCollector(counts, limits))
-    return uvicorn.Server(
+    return _GatewayServer(
+        app,
         uvicorn.Config(
             app,
             host=host,
@@ -46,8 +48,21 @@ def build_server(
             # Our own public_url drives every URL we emit; X-Forwarded-* is not trusted by default.
             proxy_headers=bool(config.trusted_proxies),
             forwarded_allow_ips=list(config.trusted_proxies) or None,
-        )
+        ),
     )
+
+
+class _GatewayServer(uvicorn.Server):
+    """uvicorn's server, telling the gateway when shutdown begins: calls held for approval are refused then,
+    with a clean error, instead of holding the shutdown up until they time out (they live in memory only)."""
+
+    def __init__(self, app: Gateway, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.gateway = app
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.gateway.begin_shutdown()
+        await super().shutdown(sockets)
 
 
 def _ensure_descriptors(needed: int) -> None:
