@@ -1,11 +1,15 @@
 """Runs one gateway process for the benchmark, with the durable SQLite audit sink or with no audit at all.
 
-    python bench/_gateway_proc.py --config DIR/gateway.toml --audit sqlite|off [--profile FILE]
+    python bench/_gateway_proc.py --config DIR/gateway.toml --audit sqlite|off [--profile FILE] [--phases]
 
 It serves exactly like `mcp-gateway serve` (uvicorn, uvloop, httptools, no access log, no server header);
 the only difference is the `--audit off` baseline, which injects a sink that drops every record. That is a
 real "no audit" mode for measuring what auditing costs, not a configuration anyone should deploy.
 `--profile FILE` runs the whole process under cProfile and writes its stats to FILE on shutdown.
+`--phases` times the pipeline's steps with the event loop thread's CPU clock and serves the totals at
+`GET /__phases` (see bench/_phases.py); without it nothing is wrapped.
+It also serves a checkout from before `build_server` (`overhead.py --root`): then with uvicorn.run and the
+same flags.
 """
 
 from __future__ import annotations
@@ -14,13 +18,16 @@ import argparse
 import sys
 
 
-def _serve(config_path: str, audit: str) -> None:
+def _serve(config_path: str, audit: str, phases: bool = False) -> None:
     from mcp_gateway.app import create_app
     from mcp_gateway.audit.sink import AuditSink, NullAuditSink
     from mcp_gateway.audit.sqlite import SQLiteAuditSink
     from mcp_gateway.config import load_config
-    from mcp_gateway.transport.server import build_server
 
+    if phases:
+        import _phases
+
+        _phases.install()
     config = load_config(config_path)
     sink: AuditSink = NullAuditSink()
     if audit != "off":
@@ -37,6 +44,27 @@ def _serve(config_path: str, audit: str) -> None:
         sqlite_sink.aclose = close_and_report  # type: ignore[method-assign]
         sink = sqlite_sink
     app = create_app(config, audit=sink, tune_gc=True)
+    if phases:
+        app = _phases.wrap_app(app)
+    try:
+        from mcp_gateway.transport.server import build_server
+    except ImportError:  # a checkout from before it: serve as its `mcp-gateway serve` did
+        import uvicorn
+
+        uvicorn.run(
+            app,
+            host=config.host,
+            port=config.port,
+            loop="uvloop",
+            http="httptools",
+            lifespan="on",
+            log_level="warning",
+            access_log=False,
+            server_header=False,
+            proxy_headers=bool(config.trusted_proxies),
+            forwarded_allow_ips=list(config.trusted_proxies) or None,
+        )
+        return
     # The very server `mcp-gateway serve` runs (connection limits included).
     build_server(app, config, host=config.host, port=config.port, log_level="warning").run()
 
@@ -46,16 +74,17 @@ def main() -> int:
     parser.add_argument("--config", required=True)
     parser.add_argument("--audit", choices=("sqlite", "off"), default="sqlite")
     parser.add_argument("--profile", default=None, help="write cProfile stats here when the process stops")
+    parser.add_argument("--phases", action="store_true", help="time the pipeline's steps; totals at GET /__phases")
     args = parser.parse_args()
     if args.profile is None:
-        _serve(args.config, args.audit)
+        _serve(args.config, args.audit, args.phases)
         return 0
     import cProfile
 
     profiler = cProfile.Profile()
     profiler.enable()
     try:
-        _serve(args.config, args.audit)
+        _serve(args.config, args.audit, args.phases)
     finally:
         profiler.disable()
         profiler.dump_stats(args.profile)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import gc
 import logging
 import os
 import time
@@ -19,6 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from mcp_gateway.approvals.http import ApproverEndpoints
 from mcp_gateway.audit.sink import AuditSink
 from mcp_gateway.audit.stores import open_audit_store
 from mcp_gateway.audit.summary import RefusalSummarizer
@@ -36,6 +36,7 @@ from mcp_gateway.proxy.route import Route, build_routes
 from mcp_gateway.proxy.session_gate import SessionGate
 from mcp_gateway.proxy.sessions import SessionSealer
 from mcp_gateway.transport.asgi import Receive, Scope, Send, header, respond, respond_json
+from mcp_gateway.transport.lifecycle import tune_gc
 from mcp_gateway.upstream.http11 import UpstreamPool
 
 logger = logging.getLogger("mcp_gateway")
@@ -43,7 +44,6 @@ logger = logging.getLogger("mcp_gateway")
 _SERVED_METHODS = frozenset({"GET", "POST", "DELETE"})
 _WELL_KNOWN = "/.well-known/oauth-protected-resource/"
 _MAX_CACHED_COUNTERS = 1024
-_GC_GEN0_THRESHOLD = 20_000
 
 
 class Gateway:
@@ -95,6 +95,8 @@ class Gateway:
         self.endpoint = McpEndpoint(
             config, verifier=verifier, recorder=self.recorder, sessions=sessions, limits=self.limits, clock=clock
         )
+        held = self.endpoint.approvals.ledger  # /approvals, /audit/*, /console: people in the loop (issue 16)
+        self.people = ApproverEndpoints(config, verifier, held, self.endpoint.guard, self.hierarchy, clock)
         self._flusher: asyncio.Task[None] | None = None
         self.registry = CollectorRegistry()
         self.requests = Counter(
@@ -186,7 +188,9 @@ class Gateway:
 
     async def _other(self, path: str, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]
-        if path in self._metadata:
+        if self.people.handles(path):
+            await self.people(path, scope, receive, send)
+        elif path in self._metadata:
             if method not in ("GET", "HEAD"):
                 await respond(send, 405, b"", [(b"allow", b"GET")])
                 return
@@ -230,7 +234,7 @@ class Gateway:
         except Exception as exc:  # a cold-start JWKS failure leaves us not ready, never open
             logger.warning("token keys not loaded at start-up: %s", type(exc).__name__)
         if self.tune_gc:
-            _tune_gc()
+            tune_gc()
 
     async def _flush_summaries(self) -> None:
         # Refusal summaries close when their window ends, even if no further refusal arrives.
@@ -240,7 +244,11 @@ class Gateway:
             for record in self.recorder.summarizer.flush(self.endpoint.clock()):
                 self.audit.append_nowait(record)
 
+    def begin_shutdown(self) -> None:  # calls held for approval live in memory only: refuse them now
+        self.endpoint.approvals.ledger.close()
+
     async def shutdown(self) -> None:
+        self.begin_shutdown()
         if self._flusher is not None:
             self._flusher.cancel()
         for record in self.recorder.summarizer.flush(self.endpoint.clock(), final=True):
@@ -269,17 +277,6 @@ class Gateway:
                 await self.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-
-
-def _tune_gc() -> None:
-    # A served process: what exists once start-up is done (modules, config, routes, keys) lives as long as
-    # the process, so it leaves the collector's generations for good, and the youngest generation is
-    # collected less often: a request allocates a few hundred tracked objects, nearly all of them freed by
-    # reference counting when it ends, and the default threshold (700) would scan the survivors every few
-    # requests.
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(_GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
 
 
 class _AuditCollector(Collector):

@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=_check)
 
     from mcp_gateway import demo, doctor, reload
+    from mcp_gateway.approvals import cli as approvals_cli
 
     demo.add_commands(sub)
     reload.add_commands(sub)
@@ -66,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     from mcp_gateway.identity import cli as identity_cli
     from mcp_gateway.policy import cli as policy_cli
 
-    for module in (devissuer_cli, audit_cli, identity_cli, policy_cli):
+    for module in (devissuer_cli, audit_cli, identity_cli, policy_cli, approvals_cli):
         module.add_commands(sub)
     return parser
 

@@ -11,15 +11,21 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvicorn
 
+from mcp_gateway.approvals.rules import API_PATH
 from mcp_gateway.cli_errors import port_number
 from mcp_gateway.errors import CommandError
 
+if TYPE_CHECKING:
+    from mcp_gateway.devissuer.config import IssuerConfig
+
 _DEMO_SCOPES = ("tools:read", "tools:call", "resources:read", "prompts:read", "admin")
+_APPROVER_SCOPE = "approvals:decide"
 
 
 class _QuietServer(uvicorn.Server):
@@ -74,6 +80,12 @@ scopes = [{scopes}]
 default_scopes = ["tools:read", "tools:call"]
 sub = "alice@example.com"
 
+# A person who approves held calls (another sub than the agent's user) and reads the audit log.
+[clients.demo-approver]
+secret = "{client_secret}"
+scopes = ["{_APPROVER_SCOPE}", "audit:read"]
+sub = "bob@example.com"
+
 # The gateway itself: it exchanges an agent's token (RFC 8693) for one good for the upstream only.
 [clients.gateway]
 secret = "{gateway_secret}"
@@ -120,6 +132,10 @@ delete_everything = ["admin"]
 
 [servers.everything.prompt_scopes]
 summarize = ["prompts:read"]
+
+# People in the loop: a call of delete_everything waits until someone holding this scope approves it.
+[servers.everything.approvals]
+delete_everything = {{ approver_scope = "{_APPROVER_SCOPE}", timeout_seconds = 300 }}
 
 # Zero standing credentials: each call carries the agent's token exchanged for this upstream and scope.
 [servers.everything.credentials]
@@ -248,6 +264,7 @@ async def _run_parts(
                 issuer_config, "demo-agent", scopes=["tools:read", "tools:call"], resource=resource, now=time.time()
             )
             _print_banner(config.public_url, resource, issuer_config.issuer, client_secret, token, directory)
+            _print_approval_walkthrough(config.public_url, resource, directory, issuer_config, mint_token)
             if args.show_delegation:
                 whoami = await _whoami(resource, token)
                 print(f"A delegated call (whoami, as the upstream sees it): {whoami}\n", flush=True)
@@ -273,6 +290,11 @@ async def _run_parts(
     return 0
 
 
+_HELD_CALL = (
+    '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_everything","arguments":{},'
+    '"_meta":{"progressToken":"p1","request_context":"spring cleaning",'
+    '"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}'
+)
 _INITIALIZE = (
     '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25",'
     '"capabilities":{},"clientInfo":{"name":"curl","version":"0"}}}'
@@ -327,6 +349,42 @@ Try it (the MCP SDK, or any client that can send a bearer token):
        -H "Accept: application/json, text/event-stream" -H "MCP-Protocol-Version: 2025-11-25" \\
        -d '{_INITIALIZE}'
   mcp-gateway audit query --config {directory / "gateway.toml"}
+""",
+        flush=True,
+    )
+
+
+def _print_approval_walkthrough(
+    public_url: str, resource: str, directory: Path, issuer: IssuerConfig, mint: Callable[..., str]
+) -> None:
+    """How one call waits for a person: the agent's admin token, the approver's token, the commands."""
+    now = time.time()
+    agent = mint(issuer, "demo-agent", scopes=["admin"], resource=resource, now=now)
+    approver = mint(
+        issuer, "demo-approver", scopes=[_APPROVER_SCOPE, "audit:read"], resource=public_url + API_PATH, now=now
+    )
+    config = directory / "gateway.toml"
+    print(
+        f"""People in the loop: delete_everything waits for a person's approval.
+
+An agent token for it (client demo-agent, user alice@example.com, scope "admin"):
+
+{agent}
+
+An approver token (client demo-approver, user bob@example.com, scopes "{_APPROVER_SCOPE} audit:read",
+audience {public_url}{API_PATH}):
+
+{approver}
+
+Walk through one approval:
+  export AGENT_TOKEN=<the agent token>  MCP_GATEWAY_APPROVER_TOKEN=<the approver token>
+  curl -sN {resource} -H "Authorization: Bearer $AGENT_TOKEN" -H "Content-Type: application/json" \\
+       -H "Accept: application/json, text/event-stream" -H "MCP-Protocol-Version: 2026-07-28" \\
+       -H "Mcp-Method: tools/call" -H "Mcp-Name: delete_everything" -d '{_HELD_CALL}' &
+  mcp-gateway approvals list --config {config}
+  mcp-gateway approvals approve ID --reason "spring cleaning is due" --config {config}
+  mcp-gateway audit query --config {config} --tool delete_everything
+Or open the console, {public_url}/console, paste the approver token, and approve it there.
 """,
         flush=True,
     )

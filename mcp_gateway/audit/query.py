@@ -44,6 +44,7 @@ EXTRA_FIELDS: Final = (
     "arguments",
     "upstream_credential",
     "shadow_decision",
+    "approval",
 )
 OUTPUT_FIELDS: Final = CONTRACT_FIELDS + EXTRA_FIELDS
 ABORTED: Final = "aborted"

@@ -60,6 +60,7 @@ class AuditRecord:
     detail: str | None = None  # JSON text
     upstream_credential: str | None = None  # JSON {type, token_id, scope, expires_in}; never a secret
     shadow_decision: str | None = None  # "KIND:RULE" of a shadow policy (`[policy] shadow_cedar`) that disagreed
+    approval: str | None = None  # JSON {id, approver, decision, reason} of a call held for a person's approval
 
 
 RECORD_FIELDS: Final[tuple[str, ...]] = tuple(f.name for f in dataclasses.fields(AuditRecord))
@@ -68,7 +69,7 @@ RECORD_FIELDS: Final[tuple[str, ...]] = tuple(f.name for f in dataclasses.fields
 # and "str~": an optional str added after schema 2, left out of the canonical object while it is null, so
 # that every record written before the field existed keeps its canonical form and its hash.
 Kind = Literal["str", "str?", "str~", "int?", "float", "float?", "list"]
-LATE_FIELDS: Final = ("upstream_credential", "shadow_decision")
+LATE_FIELDS: Final = ("upstream_credential", "shadow_decision", "approval")
 _KINDS: Final[dict[str, Kind]] = {
     **dict.fromkeys(LATE_FIELDS, "str~"),
     "phase": "str",

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from mcp_gateway.config.approvals import ApprovalRule as ApprovalRule
 from mcp_gateway.config.common import FROZEN as _FROZEN
 from mcp_gateway.config.common import Scope as Scope
 from mcp_gateway.config.common import is_loopback as is_loopback
@@ -166,6 +167,7 @@ class ServerEntry(BaseModel):
     credentials: Credentials | None = None
     hide_step_up: bool = False  # hide list entries the token could only reach after a step-up
     rate_limits: RateLimits | None = None  # overrides the gateway-wide [rate_limits] for this server
+    approvals: Mapping[str, ApprovalRule] = Field(default_factory=dict)  # tool name → who approves its calls
     acknowledge_confusable: tuple[str, ...] = ()
     connect_timeout_seconds: float = Field(default=5.0, gt=0)
     # The longest silence between two bytes from the upstream (a progress notification is bytes): the official

@@ -63,6 +63,7 @@ class CallContext:
     closed: bool = False  # the closing record (outcome or refusal) was handed to the store
     arguments_sha256: str | None = None  # computed once: intent and outcome records carry the same digest
     bearer_token: bytes | None = field(default=None, repr=False)  # the verified client token, as presented
+    approval: str | None = None  # JSON {id, approver, decision, reason}: a person's word on a held call
 
     @property
     def server(self) -> str:

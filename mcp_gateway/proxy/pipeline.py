@@ -11,6 +11,7 @@ import hashlib
 import time
 from collections.abc import Callable
 
+from mcp_gateway.approvals.gate import ApprovalGate
 from mcp_gateway.auth.bearer import bearer_credential, checked_token
 from mcp_gateway.auth.principal import Principal
 from mcp_gateway.auth.verifier import TokenVerifier
@@ -29,11 +30,11 @@ from mcp_gateway.errors import (
 )
 from mcp_gateway.limits import LimitStore
 from mcp_gateway.observe.tracing import step
-from mcp_gateway.policy.decider import DecisionInput
 from mcp_gateway.policy.ratelimit import rate_limit_keys
 from mcp_gateway.proxy import continuations, jsonrpc, server_request_ids, shapes, tool_gate
 from mcp_gateway.proxy import era as eras
 from mcp_gateway.proxy.context import ABORTED, CallContext, Outcome
+from mcp_gateway.proxy.decision_input import decision_input
 from mcp_gateway.proxy.exchange import Leg, UpstreamExchange, credential_request, upstream_headers
 from mcp_gateway.proxy.recording import CallRecorder, token_reference
 from mcp_gateway.proxy.relay import StreamState, UpstreamMessageJudge
@@ -75,6 +76,7 @@ class McpEndpoint:
         self.monotonic = monotonic  # token buckets need a clock that never steps back
         self.guard = OriginGuard(config)
         self.exchange = UpstreamExchange(config, recorder, clock, sessions.sealer)
+        self.approvals = ApprovalGate(recorder, clock)  # issue 16: calls held for a person's approval
         self._max_token = config.auth.max_token_bytes if config.auth else 8192
         # A verifier with a verified-token cache answers a repeated token without a coroutine.
         self._cached: Callable[..., Principal | None] | None = getattr(verifier, "cached", None)
@@ -118,6 +120,10 @@ class McpEndpoint:
             refused = await self._authorize(route, ctx, principal, era, claims, send)
             if refused is not None:
                 return refused
+            held = await self.approvals.hold(ctx, receive, send)  # forwarded only once a person approves
+            if isinstance(held, Outcome):
+                return held
+            send, ctx.approval = held
         # MCP 2026-07-28: a requestState opens only for the principal and route it was relayed to.
         body = continuations.inbound_body(ctx, body, self.exchange.continuations.bound(route.name, principal))
         if claims is not None and msg.kind == "response":  # it answers only a request relayed in this session
@@ -147,7 +153,7 @@ class McpEndpoint:
         msg = ctx.message
         assert msg is not None and msg.method is not None
         with step("decide", ctx):
-            decision = ctx.decision = route.decider.decide(_decision_input(route, ctx, principal, era))
+            decision = ctx.decision = route.decider.decide(decision_input(route, ctx, principal, era))
         if decision.kind == "step_up":
             # MCP authorization §Scope Challenge Handling: 403 insufficient_scope naming the scopes
             # the current operation needs, sent before any byte of a response is committed.
@@ -377,24 +383,3 @@ class McpEndpoint:
             if decision.scopes_required:
                 return decision.scopes_required
         return tuple(route.entry.default_scopes or ())
-
-
-def _decision_input(route: Route, ctx: CallContext, principal: Principal, era: eras.Era) -> DecisionInput:
-    msg = ctx.message
-    assert msg is not None and msg.method is not None
-    params = msg.body.get("params")
-    return DecisionInput(
-        server=route.name,
-        method=msg.method,
-        params=params if isinstance(params, dict) else None,
-        scopes=principal.scopes,
-        agent_id=principal.agent_id,
-        delegating_user=principal.delegating_user,
-        issuer=principal.issuer,
-        name=msg.name,
-        arguments=msg.arguments,
-        request_context=msg.request_context,
-        era=era.version,
-        now=ctx.timestamp,
-        client_address=ctx.client_address,
-    )

@@ -93,6 +93,7 @@ class CallRecorder:
                     latency_ms=round((time.perf_counter() - ctx.started) * 1000, 3),
                     detail=json.dumps({"error": outcome.error}) if outcome.error else None,
                     upstream_credential=outcome.credential.to_json() if outcome.credential else None,
+                    approval=ctx.approval,
                 )
             )
 
@@ -163,6 +164,7 @@ class CallRecorder:
             event_type=event_type,
             detail=_detail(ctx, outcome),
             shadow_decision=decision.shadow if decision else None,
+            approval=ctx.approval,
         )
 
     @staticmethod

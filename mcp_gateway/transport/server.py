@@ -73,6 +73,8 @@ def build_server(
         drain=drain,
         pid_file=pid_file if owns_pid_file else None,
         on_reload=reloader.reload,
+        # Calls held for approval live in memory only: they are refused at once, not held to the deadline.
+        on_shutdown=app.begin_shutdown,
     )
 
 
