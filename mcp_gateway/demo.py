@@ -43,7 +43,7 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     demo.add_argument("--issuer-port", type=port_number, default=9000)
     demo.add_argument("--upstream-port", type=port_number, default=3001)
     demo.add_argument(
-        "--show-delegation", action="store_true", help="make one whoami call through the gateway and print it"
+        "--no-delegation", action="store_true", help="skip the delegated whoami call the demo makes and prints"
     )
     demo.add_argument("--config", default=None, help="unused; accepted like every other subcommand")
     demo.set_defaults(func=run_demo)
@@ -265,7 +265,7 @@ async def _run_parts(
             )
             _print_banner(config.public_url, resource, issuer_config.issuer, client_secret, token, directory)
             _print_approval_walkthrough(config.public_url, resource, directory, issuer_config, mint_token)
-            if args.show_delegation:
+            if not args.no_delegation:
                 whoami = await _whoami(resource, token)
                 print(f"A delegated call (whoami, as the upstream sees it): {whoami}\n", flush=True)
             waiter = asyncio.create_task(stop.wait())

@@ -47,6 +47,16 @@ async def test_the_demo_prints_a_working_token_and_stops_cleanly_on_ctrl_c(tmp_p
             async with http, Client(streamable_http_client(endpoint, http_client=http)) as client:
                 result = await client.call_tool("echo", {"message": "from the demo"})
         assert result.content[0].text == "from the demo"  # type: ignore[union-attr]
+        # Delegation end to end: the upstream verifies the token the gateway exchanged for it and reports
+        # the user as `sub` and the agent in `act`.
+        with anyio.fail_after(60):
+            while not any(line.startswith("A delegated call") for line in lines):
+                line = await anyio.to_thread.run_sync(process.stdout.readline)
+                assert line, "the demo exited before its delegated call:\n" + "".join(lines)
+                lines.append(line.decode())
+        delegated = json.loads(next(line for line in lines if line.startswith("A delegated call")).split(": ", 1)[1])
+        assert (delegated["sub"], delegated["act"]) == ("alice@example.com", {"sub": "demo-agent"})
+        assert delegated["aud"] == f"http://127.0.0.1:{ports[2]}/mcp"
     finally:
         process.send_signal(signal.SIGINT)
         with anyio.fail_after(20):
@@ -59,7 +69,10 @@ async def test_the_demo_prints_a_working_token_and_stops_cleanly_on_ctrl_c(tmp_p
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     rows = [json.loads(line) for line in query.stdout.splitlines()]
-    assert [(r["tool"], r["decision"], r["outcome"], r["agent_id"]) for r in rows] == [
-        ("echo", "allow", "ok", "demo-agent")
+    assert sorted((r["tool"], r["decision"], r["outcome"], r["agent_id"]) for r in rows) == [
+        ("echo", "allow", "ok", "demo-agent"),
+        ("whoami", "allow", "ok", "demo-agent"),
     ]
-    assert rows[0]["delegating_user"] == "alice@example.com"
+    assert {r["delegating_user"] for r in rows} == {"alice@example.com"}
+    (whoami,) = [r for r in rows if r["tool"] == "whoami"]
+    assert json.loads(whoami["upstream_credential"])["type"] == "token_exchange"
