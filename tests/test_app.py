@@ -12,23 +12,10 @@ from mcp_gateway.app import create_app
 from mcp_gateway.audit.sink import AuditSink, MemoryAuditSink
 from mcp_gateway.audit.store import AuditSinkStats
 from mcp_gateway.config import load_config
+from tests._configs import write_config
 from tests.audit.conftest import make_record
 
 pytestmark = pytest.mark.anyio
-
-GATEWAY = """
-public_url = "https://gw.example.com"
-allowlist = "allow.toml"
-[auth]
-issuer = "https://auth.example.com"
-jwks_uri = "https://auth.example.com/jwks.json"
-"""
-ALLOWLIST = """
-[servers.github]
-url = "https://api.github.example/mcp"
-tls_spki_sha256 = ["47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="]
-default_scopes = ["tools:call"]
-"""
 
 
 class CountedSink(MemoryAuditSink):
@@ -42,8 +29,7 @@ class CountedSink(MemoryAuditSink):
 
 
 async def scrape(tmp_path: Path, sink: AuditSink) -> dict[str, float]:
-    (tmp_path / "allow.toml").write_text(ALLOWLIST)
-    (tmp_path / "gateway.toml").write_text(GATEWAY)
+    write_config(tmp_path)
     app = create_app(load_config(tmp_path / "gateway.toml"), audit=sink, secrets={})
     async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://gw") as client:
         with anyio.fail_after(10):

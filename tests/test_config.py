@@ -8,22 +8,14 @@ import pytest
 
 from mcp_gateway.config import load_config
 from mcp_gateway.errors import ConfigError
+from tests._configs import ALLOWLIST, GATEWAY
 
-GATEWAY = """
-public_url = "https://gw.example.com"
-allowlist = "allow.toml"
-[auth]
-issuer = "https://auth.example.com"
-jwks_uri = "https://auth.example.com/jwks.json"
-"""
-SERVER = """
-[servers.github]
-url = "https://api.github.example/mcp"
-tls_spki_sha256 = ["47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="]
-default_scopes = ["tools:call"]
-[servers.github.tool_scopes]
+SERVER = (
+    ALLOWLIST
+    + """[servers.github.tool_scopes]
 create_issue = ["repo:write"]
 """
+)
 
 
 def _write(tmp_path: Path, gateway: str = GATEWAY, allowlist: str = SERVER) -> Path:

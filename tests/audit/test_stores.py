@@ -14,27 +14,13 @@ from mcp_gateway.audit.store import AuditLocation, AuditReader, AuditStore
 from mcp_gateway.audit.stores import audit_location, open_audit_reader, open_audit_store, store_for
 from mcp_gateway.config import GatewayConfig, load_config
 from mcp_gateway.errors import ConfigError
+from tests._configs import GATEWAY, write_config
 
 from . import _memory_store
 
-GATEWAY = """
-public_url = "https://gw.example.com"
-allowlist = "allow.toml"
-[auth]
-issuer = "https://auth.example.com"
-jwks_uri = "https://auth.example.com/jwks.json"
-"""
-ALLOWLIST = """
-[servers.github]
-url = "https://api.github.example/mcp"
-tls_spki_sha256 = ["47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="]
-default_scopes = ["tools:call"]
-"""
-
 
 def config_with(tmp_path: Path, audit: str) -> GatewayConfig:
-    (tmp_path / "allow.toml").write_text(ALLOWLIST)
-    (tmp_path / "gateway.toml").write_text(GATEWAY + "[audit]\n" + audit)
+    write_config(tmp_path, gateway=GATEWAY + "[audit]\n" + audit)
     return load_config(tmp_path / "gateway.toml")
 
 

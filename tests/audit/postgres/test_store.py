@@ -10,29 +10,13 @@ from mcp_gateway.audit.postgres import PostgresAuditReader, PostgresAuditSink
 from mcp_gateway.audit.store import AuditReader, AuditSink
 from mcp_gateway.audit.stores import audit_location, open_audit_reader, open_audit_store
 from mcp_gateway.config import load_config
-
-GATEWAY = """
-public_url = "https://gw.example.com"
-allowlist = "allow.toml"
-[auth]
-issuer = "https://auth.example.com"
-jwks_uri = "https://auth.example.com/jwks.json"
-[audit]
-url = "{url}"
-"""
-ALLOWLIST = """
-[servers.github]
-url = "https://api.github.example/mcp"
-tls_spki_sha256 = ["47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="]
-default_scopes = ["tools:call"]
-"""
+from tests._configs import GATEWAY, write_config
 
 
 @pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
 def test_a_postgresql_url_opens_the_postgresql_sink_and_reader(tmp_path: Path, scheme: str) -> None:
     url = f"{scheme}://gateway@db.invalid:5432/audit"
-    (tmp_path / "allow.toml").write_text(ALLOWLIST)
-    (tmp_path / "gateway.toml").write_text(GATEWAY.format(url=url))
+    write_config(tmp_path, gateway=GATEWAY + f'[audit]\nurl = "{url}"\n')
     sink = open_audit_store(load_config(tmp_path / "gateway.toml"))
     assert isinstance(sink, PostgresAuditSink) and isinstance(sink, AuditSink)
     assert sink.url == url and not sink.healthy and sink.backend_pid is None
