@@ -1,0 +1,1 @@
+"""The fleet tests: replicas behind a load balancer, sharing PostgreSQL and Redis."""
