@@ -91,10 +91,19 @@ class _TcpDoor:
         swallow: _Swallow,
     ) -> None:
         self._writers.add(up_writer)
+        pumps = [
+            asyncio.ensure_future(_pump(reader, up_writer, swallow)),
+            asyncio.ensure_future(_pump(up_reader, writer, swallow)),
+        ]
         try:
-            await asyncio.gather(_pump(reader, up_writer, swallow), _pump(up_reader, writer, swallow))
+            # Either side closing ends the connection on both (a server that ends a session closes it whole).
+            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            for pump in pumps:
+                pump.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
             self._writers.discard(up_writer)
+            writer.close()
             up_writer.close()
 
 
@@ -123,8 +132,9 @@ class RoundRobin(_TcpDoor):
         return index
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        for _ in range(len(self.backends)):
-            index = self._choose()
+        first = self._choose()
+        for offset in range(len(self.backends)):
+            index = (first + offset) % len(self.backends)  # the next in line, whoever else connected meanwhile
             try:
                 up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.backends[index])
             except OSError:

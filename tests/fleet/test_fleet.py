@@ -250,8 +250,8 @@ async def test_postgresql_unreachable_from_one_replica_gets_503_forwards_nothing
                     ports,
                 )
                 assert terminated == [(True,), (True,)]
-                while any(d.server_side_ports() for d in fleet.doors):
-                    await anyio.sleep(0.01)  # the doors see the server close its side
+                while set(ports) & {port for d in fleet.doors for port in d.server_side_ports()}:
+                    await anyio.sleep(0.01)  # the doors see the server close those (a writer may open a new one)
                 for replica in (0, 1):
                     fleet.balancer.pin(replica)
                     healed = await _status(http, fleet, f"outage-terminated-{replica}")
@@ -313,6 +313,9 @@ async def test_every_call_the_upstream_received_has_its_intent_when_a_replica_is
     counts: dict[str, int] = {}
     for status in outcomes.values():
         counts[status] = counts.get(status, 0) + 1
+    # Only calls in flight on the victim fail (one per client, or two if a client reconnected to it in the
+    # moment it took to die); the surviving replica serves everything after.
+    assert STORM_CALLS - counts.get("200", 0) <= 2 * STORM_CLIENTS, counts
     print(
         f"\nSIGKILL storm: {STORM_CALLS} calls from {STORM_CLIENTS} clients, replica 1 killed at the "
         f"{KILL_AFTER}th upstream call; client results {counts}; upstream received {len(received)}; intents "
