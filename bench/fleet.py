@@ -47,7 +47,7 @@ from _fleet_probes import (  # noqa: E402
     written,
 )
 from _load import Target, run_arm  # noqa: E402
-from overhead import _free_port, _issuer_toml, _system_busy_ticks, _wait_http, _wait_port  # noqa: E402
+from _stack import _free_port, _issuer_toml, _system_busy_ticks, _wait_http, _wait_port  # noqa: E402
 
 REDIS_URL = os.environ.get("MCP_GATEWAY_BENCH_REDIS", "redis://127.0.0.1:6379/0")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
