@@ -107,7 +107,7 @@ class ApprovalLedger:
             raise RateLimited("Too Many Requests: too many calls are awaiting approval", retry_after=30)
         now = self.clock()
         pending = PendingApproval(
-            id=secrets.token_urlsafe(12),
+            id=new_approval_id(),
             binding=binding,
             asker=asker,
             rule=rule,
@@ -183,3 +183,12 @@ class ApprovalLedger:
         decided = Decided(resolution, approver, reason, self.clock(), pending.binding)
         pending.decided.set_result(decided)
         return decided
+
+
+def new_approval_id() -> str:
+    """96 random bits as base64url that never starts with "-" or "_": an id a person types after
+    `mcp-gateway approvals approve` must not read as an option."""
+    while True:
+        candidate = secrets.token_urlsafe(12)
+        if candidate[0] not in "-_":
+            return candidate

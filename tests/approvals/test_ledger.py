@@ -94,3 +94,11 @@ async def test_shutdown_refuses_held_and_new_calls_and_each_principal_holds_few(
     with pytest.raises(ApprovalRefused) as refused:
         _open(ledger, "after")
     assert refused.value.status == 503
+
+
+def test_approval_ids_never_start_like_a_command_line_option() -> None:
+    from mcp_gateway.approvals.ledger import new_approval_id
+
+    ids = [new_approval_id() for _ in range(2000)]  # about 60 would start with "-" or "_" unfiltered
+    assert all(i[0] not in "-_" and len(i) == 16 for i in ids)
+    assert len(set(ids)) == len(ids)
