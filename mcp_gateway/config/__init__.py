@@ -93,6 +93,8 @@ class AuditConfig(BaseModel):
     store_arguments: bool = False
     redact_keys: tuple[str, ...] = ("password", "secret", "token", "authorization", "api_key")
     unauthenticated_summary_seconds: float = Field(default=60.0, gt=0)
+    # a shared store (url): the longest wait to connect or to commit one group before the call gets 503
+    timeout_seconds: float = Field(default=5.0, gt=0, le=60)
 
 
 class PolicyConfig(BaseModel):

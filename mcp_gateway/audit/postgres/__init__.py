@@ -28,7 +28,11 @@ class PostgresStore:
     """An `AuditStore` over a PostgreSQL database: `location.target` is its URL (tables in its search path)."""
 
     def open_sink(self, location: AuditLocation, settings: AuditConfig) -> PostgresAuditSink:
-        return PostgresAuditSink(location.target)
+        return PostgresAuditSink(
+            location.target,
+            connect_timeout_seconds=settings.timeout_seconds,
+            statement_timeout_seconds=settings.timeout_seconds,
+        )
 
     def open_reader(self, location: AuditLocation) -> PostgresAuditReader:
         return PostgresAuditReader(location.target)
