@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import timeit
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -114,24 +113,20 @@ def test_tracing_off_imports_no_opentelemetry_sdk_and_no_tracing_backend() -> No
     assert out.stdout.strip() == "[]", out.stderr
 
 
-def test_the_hooks_cost_well_under_a_microsecond_each_when_tracing_is_off() -> None:
+def test_with_tracing_off_every_hook_is_the_shared_no_op() -> None:
+    # The cost of these hooks is measured in bench/tracing_off.py (never in a timed unit test); here: that
+    # tracing off means one shared object whose calls change nothing and allocate no span.
     ctx: Any = None
-    headers: list[tuple[bytes, bytes]] = [(b"accept", b"*/*")]
-    scope = {"headers": []}
-
-    def one_request() -> None:
-        span = NO_TRACER.request("everything", scope)
-        for name in STEPS:
-            with tracing.step(name, ctx):
-                pass
-        tracing.outbound_headers(headers)
-        tracing.outcome(ctx)
-        span.end(200)
-
-    runs = 20_000
-    best = min(timeit.repeat(one_request, number=runs, repeat=5)) / runs
-    print(f"tracing off: {best * 1e9:.0f} ns per request for all hooks")
-    assert best < 5e-6  # 8 hooks; measured ~1.3 µs in all on a shared 2-core machine
+    headers: list[tuple[bytes, bytes]] = [(b"accept", b"*/*"), (b"traceparent", b"00-client-span-01")]
+    span = NO_TRACER.request("everything", {"headers": []})
+    assert span is NO_TRACER.request("other", {"headers": []})  # one shared no-op span, nothing built
+    for name in STEPS:
+        with tracing.step(name, ctx) as child:
+            assert child is span
+    assert tracing.outbound_headers(headers) is headers  # the client's traceparent goes on untouched
+    tracing.outcome(ctx)
+    span.end(200)
+    assert build_tracer(None) is NO_TRACER
 
 
 async def test_spans_reach_an_otlp_http_receiver(tmp_path: Path) -> None:
