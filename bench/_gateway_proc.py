@@ -47,7 +47,7 @@ def _serve(config_path: str, audit: str, phases: bool = False) -> None:
     if phases:
         app = _phases.wrap_app(app)
     try:
-        from mcp_gateway.transport.server import build_server
+        from mcp_gateway.server import build_server
     except ImportError:  # a checkout from before it: serve as its `mcp-gateway serve` did
         import uvicorn
 

@@ -15,7 +15,7 @@ from mcp_gateway.cli_errors import explain, port_number
 def _serve(args: argparse.Namespace) -> int:
     from mcp_gateway.app import create_app
     from mcp_gateway.config import load_config
-    from mcp_gateway.transport.server import build_server
+    from mcp_gateway.server import build_server
 
     config = load_config(args.config)
     host = args.host or config.host

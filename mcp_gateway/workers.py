@@ -159,7 +159,7 @@ def _run_worker(
     code = 1
     try:
         from mcp_gateway.app import create_app
-        from mcp_gateway.transport.server import build_server
+        from mcp_gateway.server import build_server
 
         app = create_app(config, tune_gc=True, secrets=secrets)
         server.append(build_server(app, config, host=host, port=port, log_level=log_level, owns_pid_file=False))

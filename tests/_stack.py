@@ -31,7 +31,7 @@ from mcp_gateway.audit.sink import AuditSink
 from mcp_gateway.config import GatewayConfig, load_config
 from mcp_gateway.devissuer.config import IssuerConfig, load_issuer_config
 from mcp_gateway.devissuer.server import create_issuer_app, mint_token
-from mcp_gateway.transport.server import build_server
+from mcp_gateway.server import build_server
 from tests._servers import serve_asgi
 
 DEFAULT_ALLOWLIST = """

@@ -11,7 +11,6 @@ import hashlib
 import time
 from collections.abc import Callable
 
-from mcp_gateway.approvals.gate import ApprovalGate
 from mcp_gateway.auth.bearer import bearer_credential, checked_token
 from mcp_gateway.auth.principal import Principal
 from mcp_gateway.auth.verifier import TokenVerifier
@@ -33,6 +32,7 @@ from mcp_gateway.observe.tracing import step
 from mcp_gateway.policy.ratelimit import rate_limit_keys
 from mcp_gateway.proxy import continuations, jsonrpc, server_request_ids, shapes, tool_gate
 from mcp_gateway.proxy import era as eras
+from mcp_gateway.proxy.approval_gate import ApprovalGate
 from mcp_gateway.proxy.context import ABORTED, CallContext, Outcome
 from mcp_gateway.proxy.decision_input import decision_input
 from mcp_gateway.proxy.exchange import Leg, UpstreamExchange, credential_request, upstream_headers
