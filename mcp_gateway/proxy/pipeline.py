@@ -120,12 +120,13 @@ class McpEndpoint:
             refused = await self._authorize(route, ctx, principal, era, claims, send)
             if refused is not None:
                 return refused
+            # MCP 2026-07-28: a requestState opens only for the principal and route it was relayed to
+            # (checked before anyone is asked to approve the call).
+            body = continuations.inbound_body(ctx, body, self.exchange.continuations.bound(route.name, principal))
             held = await self.approvals.hold(ctx, receive, send)  # forwarded only once a person approves
             if isinstance(held, Outcome):
                 return held
             send, ctx.approval = held
-        # MCP 2026-07-28: a requestState opens only for the principal and route it was relayed to.
-        body = continuations.inbound_body(ctx, body, self.exchange.continuations.bound(route.name, principal))
         if claims is not None and msg.kind == "response":  # it answers only a request relayed in this session
             body = server_request_ids.inbound_response(ctx, body, self.exchange.server_request_ids.bound(claims))
         audited = msg.method in AUDITED_METHODS
