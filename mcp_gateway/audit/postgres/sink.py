@@ -17,19 +17,20 @@ from mcp_gateway.audit.handoff import Waiter
 from mcp_gateway.audit.pacing import CommitPacer
 from mcp_gateway.audit.postgres.appender import append_group, new_chain_id, open_chain, seal_group
 from mcp_gateway.audit.postgres.schema import connect, display_url
+from mcp_gateway.audit.queueing import Item, QueuedSink
 from mcp_gateway.audit.record import GENESIS_HASH, AuditRecord
-from mcp_gateway.audit.store import AuditSinkStats, SchemaError
+from mcp_gateway.audit.store import SchemaError
 from mcp_gateway.errors import AuditUnavailable
 
 logger = logging.getLogger(__name__)
 
 # (record, waiter): a record without a waiter came from append_nowait; a waiter without a record is a flush().
-_Item = tuple[AuditRecord | None, Waiter | None]
+_Item = Item
 # What a store that is down, stuck, restarting or refusing looks like from here.
 _STORE_ERRORS: Final = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, SchemaError)
 
 
-class PostgresAuditSink:
+class PostgresAuditSink(QueuedSink):
     """An `AuditSink` over a PostgreSQL database shared by every gateway process.
 
     The sink appends to a chain of its own (`chain_id`, random per start, registered in `audit_chains`), so
@@ -100,38 +101,6 @@ class PostgresAuditSink:
         self._accepting = self._healthy = True
         self._task = asyncio.get_running_loop().create_task(self._drain_forever(), name=f"audit-writer:{self.chain_id}")
 
-    async def append(self, record: AuditRecord) -> None:
-        """Return once `record` is committed; raise AuditUnavailable if it cannot be."""
-        if not self._accepting:
-            raise AuditUnavailable("the audit store is not running")
-        if len(self._queue) >= self._max_queue:
-            self._queue_full += 1  # fail closed rather than grow memory behind a stalled database
-            raise AuditUnavailable("the audit queue is full")
-        waiter: Waiter = asyncio.get_running_loop().create_future()
-        self._queue.append((record, waiter))
-        self._wake()
-        await waiter
-
-    def append_nowait(self, record: AuditRecord) -> None:
-        """Queue `record` to be written with the next group; a record that cannot be is counted as lost."""
-        if self._accepting and len(self._queue) < self._max_queue:
-            self._queue.append((record, None))
-            if not self._healthy:
-                self._wake()  # in an outage, every record is a write attempt that tells /readyz the truth
-            return
-        self._dropped += 1
-        if self._dropped & (self._dropped - 1) == 0:  # the 1st, 2nd, 4th, 8th ... loss, not every one
-            logger.error("audit record dropped (%d so far): the audit store is full or not running", self._dropped)
-
-    async def flush(self) -> None:
-        """Wait until everything queued before this call has been written (or has failed)."""
-        if not self._accepting:
-            return
-        waiter: Waiter = asyncio.get_running_loop().create_future()
-        self._queue.append((None, waiter))
-        self._wake()
-        await waiter
-
     async def aclose(self) -> None:
         """Write what is queued, then close the connection. Later appends raise AuditUnavailable."""
         if not self._started:
@@ -145,32 +114,9 @@ class PostgresAuditSink:
         await self._disconnect()
 
     @property
-    def healthy(self) -> bool:
-        """False until started, after close, and while the last write attempt failed."""
-        return self._accepting and self._healthy
-
-    @property
-    def head(self) -> tuple[int, str]:
-        """This chain's last committed (seq, hash)."""
-        return self._head
-
-    @property
     def backend_pid(self) -> int | None:
         """The server process serving this writer (pg_stat_activity.pid); None while disconnected."""
         return None if self._conn is None or self._conn.is_closed() else int(self._conn.get_server_pid())
-
-    @property
-    def stats(self) -> AuditSinkStats:
-        return AuditSinkStats(
-            appended=self._appended,
-            commits=self._commits,
-            failed_batches=self._failed_batches,
-            rejected=self._rejected,
-            lost=self._lost_in_batches + self._dropped,
-            queue_full=self._queue_full,
-            queue_depth=len(self._queue),
-            largest_batch=self._largest_batch,
-        )
 
     # -- the writer task ----------------------------------------------------------------------
 

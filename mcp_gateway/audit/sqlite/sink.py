@@ -20,6 +20,7 @@ from mcp_gateway.audit.events import discontinuity_event, recovered_event
 from mcp_gateway.audit.handoff import Settlement, settle_from_thread
 from mcp_gateway.audit.handoff import Waiter as _Waiter
 from mcp_gateway.audit.pacing import CommitPacer
+from mcp_gateway.audit.queueing import Item, QueuedSink
 from mcp_gateway.audit.record import GENESIS_HASH, AuditRecord
 from mcp_gateway.audit.sqlite.appender import (
     SYNCHRONOUS,
@@ -29,18 +30,18 @@ from mcp_gateway.audit.sqlite.appender import (
     open_for_appending,
     rollback,
 )
-from mcp_gateway.audit.store import AuditSinkStats, SchemaError
+from mcp_gateway.audit.store import SchemaError
 from mcp_gateway.errors import AuditUnavailable
 
 logger = logging.getLogger(__name__)
 
 # (record, waiter): a record without a waiter came from append_nowait; a waiter without a record is
 # a flush() barrier.
-_Item = tuple[AuditRecord | None, _Waiter | None]
+_Item = Item
 _LOCK_ERRORS: Final = frozenset((sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED))
 
 
-class SQLiteAuditSink:
+class SQLiteAuditSink(QueuedSink):
     """An `AuditSink` over a SQLite file in WAL mode (synchronous=FULL unless told otherwise).
 
     Every record is written by one thread: it takes everything queued (up to `max_batch`), seals it onto
@@ -143,42 +144,6 @@ class SQLiteAuditSink:
         except (sqlite3.Error, OSError, SchemaError) as exc:
             raise AuditUnavailable(f"cannot open the audit database {self.path}: {exc}") from exc
 
-    async def append(self, record: AuditRecord) -> None:
-        """Return once `record` is committed to disk; raise AuditUnavailable if it cannot be."""
-        if not self._accepting:
-            raise AuditUnavailable("the audit store is not running")
-        if len(self._queue) >= self._max_queue:
-            # Fail closed rather than let a stalled disk grow memory without bound.
-            self._queue_full += 1
-            raise AuditUnavailable("the audit queue is full")
-        waiter: _Waiter = asyncio.get_running_loop().create_future()
-        self._queue.append((record, waiter))
-        self._wake()
-        if self._writer_gone:  # the writer died between the check above and the append: nobody will write it
-            self._fail_leftovers()
-        await waiter
-
-    def append_nowait(self, record: AuditRecord) -> None:
-        """Queue `record` to be written with the next group; a record that cannot be is counted as lost."""
-        if self._accepting and len(self._queue) < self._max_queue:
-            self._queue.append((record, None))
-            if not self._healthy:
-                self._wake()  # in an outage, every record is a write attempt that tells /readyz the truth
-            return
-        self._dropped += 1
-        dropped = self._dropped
-        if dropped & (dropped - 1) == 0:  # log the 1st, 2nd, 4th, 8th ... loss, not every one
-            logger.error("audit record dropped (%d so far): the audit store is full or not running", dropped)
-
-    async def flush(self) -> None:
-        """Wait until everything queued before this call has been written (or has failed)."""
-        if not self._accepting:
-            return
-        waiter: _Waiter = asyncio.get_running_loop().create_future()
-        self._queue.append((None, waiter))
-        self._wake()
-        await waiter
-
     async def aclose(self) -> None:
         """Write what is queued, then close the database. Later appends raise AuditUnavailable."""
         if not self._started:
@@ -194,28 +159,9 @@ class SQLiteAuditSink:
             self._idle = False  # one token per parking, however many appenders find it parked
             self._wakeup.put(None)
 
-    @property
-    def healthy(self) -> bool:
-        """False until started, after close, and while the last write attempt failed."""
-        return self._accepting and self._healthy
-
-    @property
-    def head(self) -> tuple[int, str]:
-        """The last committed (seq, hash): what `audit verify` prints and what to anchor elsewhere."""
-        return self._head
-
-    @property
-    def stats(self) -> AuditSinkStats:
-        return AuditSinkStats(
-            appended=self._appended,
-            commits=self._commits,
-            failed_batches=self._failed_batches,
-            rejected=self._rejected,
-            lost=self._lost_in_batches + self._dropped,
-            queue_full=self._queue_full,
-            queue_depth=len(self._queue),
-            largest_batch=self._largest_batch,
-        )
+    def _enqueued(self) -> None:
+        if self._writer_gone:  # the writer died between the accepting check and the append: nobody will write it
+            self._fail_leftovers()
 
     # -- the writer thread --------------------------------------------------------------------
 
