@@ -27,7 +27,7 @@ from mcp_gateway.errors import ProtocolRejected
 from mcp_gateway.policy.decision import Decision
 from mcp_gateway.proxy import jsonrpc
 from mcp_gateway.proxy.context import CallContext
-from mcp_gateway.proxy.sessions import _canonical_b64url, principal_fingerprint
+from mcp_gateway.proxy.sessions import canonical_b64url, principal_fingerprint
 
 _VERSION = b"\x01"
 _OVERHEAD = 1 + 12 + 16  # version, nonce, GCM tag
@@ -72,7 +72,7 @@ class BoundContinuations:
 
     def open(self, sealed: Any) -> str | None:
         """The original state, or None for anything not sealed by `seal` for this route and principal."""
-        raw = _canonical_b64url(sealed) if isinstance(sealed, str) else None
+        raw = canonical_b64url(sealed) if isinstance(sealed, str) else None
         if raw is None or len(raw) < _OVERHEAD or raw[:1] != _VERSION:
             return None
         try:

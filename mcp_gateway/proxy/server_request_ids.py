@@ -30,7 +30,7 @@ from mcp_gateway.errors import MessageRefused
 from mcp_gateway.policy.decision import Decision
 from mcp_gateway.proxy import jsonrpc
 from mcp_gateway.proxy.context import CallContext
-from mcp_gateway.proxy.sessions import SessionClaims, _canonical_b64url
+from mcp_gateway.proxy.sessions import SessionClaims, canonical_b64url
 
 PREFIX = "mcpgw-"
 _VERSION = b"\x01"
@@ -84,7 +84,7 @@ class BoundServerRequestIds:
         """
         if not isinstance(tagged, str) or not tagged.startswith(PREFIX) or len(tagged) > _MAX_TAG_CHARS:
             return None
-        raw = _canonical_b64url(tagged[len(PREFIX) :])
+        raw = canonical_b64url(tagged[len(PREFIX) :])
         if raw is None or len(raw) < _OVERHEAD or raw[:1] != _VERSION:
             return None
         try:

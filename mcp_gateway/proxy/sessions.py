@@ -121,7 +121,7 @@ class SessionSealer:
     def _open(self, sealed_id: str, *, server: str, principal: str) -> SessionClaims:
         if len(sealed_id) > _MAX_SEALED_CHARS:
             raise SessionNotFound("Session not found")
-        raw = _canonical_b64url(sealed_id)
+        raw = canonical_b64url(sealed_id)
         if raw is None or len(raw) < 1 + 12 + 16 or raw[:1] != _VERSION:
             raise SessionNotFound("Session not found")
         try:
@@ -147,7 +147,7 @@ class SessionSealer:
 _OPENED_CACHE_SIZE = 4096
 
 
-def _canonical_b64url(text: str) -> bytes | None:
+def canonical_b64url(text: str) -> bytes | None:
     """The bytes `text` spells in strict, unpadded base64url (RFC 4648 §5, §3.2), or None.
 
     SECURITY.md "Identifiers the gateway issues have one accepted spelling". Python's decoder is lenient:
