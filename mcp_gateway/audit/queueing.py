@@ -13,6 +13,7 @@ import logging
 from collections import deque
 
 from mcp_gateway.audit.handoff import Waiter
+from mcp_gateway.audit.pacing import CommitPacer
 from mcp_gateway.audit.record import AuditRecord
 from mcp_gateway.audit.store import AuditSinkStats
 from mcp_gateway.errors import AuditUnavailable
@@ -37,6 +38,7 @@ class QueuedSink:
     _rejected: int
     _lost_in_batches: int
     _largest_batch: int
+    _pacer: CommitPacer
     _dropped: int  # written by the event loop only
     _queue_full: int  # written by the event loop only
 
@@ -96,6 +98,14 @@ class QueuedSink:
             queue_depth=len(self._queue),
             largest_batch=self._largest_batch,
         )
+
+    def _take(self, limit: int) -> list[Item]:
+        """The writer's next group: up to `limit` queued items, oldest first (only the writer pops, so at
+        least len() items are there; more may arrive meanwhile)."""
+        popleft = self._queue.popleft
+        batch = [popleft() for _ in range(min(limit, len(self._queue)))]
+        self._pacer.taken(record for record, _ in batch)
+        return batch
 
     def _wake(self) -> None:
         """Make the writer take the queue now (it may be waiting for company)."""

@@ -244,13 +244,6 @@ class SQLiteAuditSink(QueuedSink):
                 self._unhealthy()
                 self._fail(batch, "the audit writer failed")
 
-    def _take(self, limit: int) -> list[_Item]:
-        # Only this thread pops, so at least len() items are there (more may arrive meanwhile).
-        popleft = self._queue.popleft
-        batch = [popleft() for _ in range(min(limit, len(self._queue)))]
-        self._pacer.taken(record for record, _ in batch)
-        return batch
-
     def _hold_for_company(self, batch: list[_Item], last_attempt: float) -> bool:
         if not self._healthy or self._closing or len(batch) >= self._max_batch:
             return False
